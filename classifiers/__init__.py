@@ -1,0 +1,6 @@
+"""Stage two heads on 2-D embeddings. This package never imports TensorFlow, so a head
+saved on embeddings loads without it."""
+
+from classifiers.heads import HEADS, make_head
+
+__all__ = ["HEADS", "make_head"]
