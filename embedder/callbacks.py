@@ -1,0 +1,121 @@
+"""Keras callbacks of the trainer: validation retrieval scores and collapse detection."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+
+from embedder.metrics import retrieval_scores
+
+COLLAPSE_ADVICE = (
+    "Triplet training collapsed: every embedding is moving onto one point (the loss sits "
+    "at the margin and negative distances shrink to ~0). What to change: use "
+    "loss='batch_all' (the default) or 'semi_hard' instead of 'batch_hard', lower the "
+    "learning rate (e.g. 1e-4) or keep a warm-up, use more images per class in a batch "
+    "(samples_per_class), and check that the labels are right."
+)
+
+
+class RetrievalValidation(keras.callbacks.Callback):
+    """Embed a held-out set after each epoch and log its retrieval scores.
+
+    Adds ``val_precision_at_1``, ``val_r_precision``, ``val_map_at_r`` and
+    ``val_spread`` (mean distance between the validation embeddings, ~1.41 for random
+    unit vectors and ~0 after a collapse) to the epoch logs, so that ``EarlyStopping``,
+    the progress bar and ``History`` all see them.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+        The encoder being trained (shared with the training model).
+    dataset : tf.data.Dataset
+        Batches of validation images, in the order of ``labels``.
+    labels : array-like of shape (n,)
+    """
+
+    def __init__(self, encoder, dataset, labels):
+        super().__init__()
+        self.encoder = encoder
+        self.dataset = dataset
+        self.labels = np.asarray(labels)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        embeddings = self.encoder.predict(self.dataset, verbose=0)
+        scores = retrieval_scores(embeddings, self.labels)
+        logs["val_precision_at_1"] = scores["precision_at_1"]
+        logs["val_r_precision"] = scores["r_precision"]
+        logs["val_map_at_r"] = scores["map_at_r"]
+        logs["val_spread"] = _mean_pairwise_distance(embeddings)
+
+
+def _mean_pairwise_distance(embeddings, max_items=512):
+    # A subsample is plenty to tell "spread out" from "one point".
+    e = np.asarray(embeddings, dtype=np.float64)[:max_items]
+    if len(e) < 2:
+        return 0.0
+    sq = np.sum(e**2, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * e @ e.T, 0.0)
+    n = len(e)
+    return float(np.sqrt(d2).sum() / (n * (n - 1)))
+
+
+class CollapseDetector(keras.callbacks.Callback):
+    """Detect the classic triplet-training collapse and say what to change.
+
+    An epoch counts as collapsed when the mean distance between embeddings of different
+    classes (``neg_distance`` from the training metrics, or ``val_spread``) falls below
+    ``min_distance``, or when the loss is pinned at the margin while positive and negative
+    distances are equal (nothing is being separated). The flag is written to the logs as
+    ``collapsed`` (0/1) for every epoch, so it lands in the history; the first collapsed
+    epoch raises a ``UserWarning`` with advice, and ``patience`` collapsed epochs in a row
+    stop training (early-stopping then restores the best weights, if any).
+
+    Parameters
+    ----------
+    margin : float
+        The loss margin (for the "pinned at the margin" test).
+    min_distance : float, default=0.05
+        Embeddings are unit-norm, so random ones sit ~1.41 apart; below this they are
+        effectively one point.
+    patience : int, default=3
+    """
+
+    def __init__(self, margin, min_distance=0.05, patience=3):
+        super().__init__()
+        self.margin = float(margin)
+        self.min_distance = float(min_distance)
+        self.patience = int(patience)
+        self.collapsed_epochs = []
+        self._streak = 0
+        self._warned = False
+
+    def is_collapsed(self, logs):
+        """Whether the epoch ``logs`` show a collapse."""
+        spread = logs.get("val_spread", logs.get("neg_distance"))
+        if spread is not None and spread < self.min_distance:
+            return True
+        loss, pos, neg = logs.get("loss"), logs.get("pos_distance"), logs.get("neg_distance")
+        if None in (loss, pos, neg) or self.margin <= 0:
+            return False
+        pinned = abs(loss - self.margin) <= 0.02 * self.margin
+        return bool(pinned and abs(neg - pos) < 0.02 * self.margin)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        collapsed = self.is_collapsed(logs)
+        logs["collapsed"] = float(collapsed)
+        if not collapsed:
+            self._streak = 0
+            return
+        self.collapsed_epochs.append(epoch)
+        self._streak += 1
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"epoch {epoch + 1}: {COLLAPSE_ADVICE}", UserWarning, stacklevel=2)
+        if self._streak >= self.patience:
+            self.model.stop_training = True

@@ -1,0 +1,122 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.datasets import make_blobs
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import normalize
+from sklearn.svm import SVC
+
+from classifiers import HEADS, make_head
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    """Unit-norm rows in 3 well separated clusters, like a trained embedding."""
+    X, y = make_blobs(n_samples=90, centers=3, n_features=8, cluster_std=0.5, random_state=0)
+    return normalize(X), y
+
+
+def test_heads_are_the_three_names():
+    assert HEADS == ("knn", "logreg", "svm")
+
+
+@pytest.mark.parametrize(
+    "name, cls, defaults",
+    [
+        ("knn", KNeighborsClassifier, {"n_neighbors": 5, "weights": "distance"}),
+        ("logreg", LogisticRegression, {"C": 10.0, "max_iter": 1000}),
+        ("svm", SVC, {"kernel": "rbf", "C": 10.0, "gamma": "scale"}),
+    ],
+)
+def test_defaults(name, cls, defaults):
+    head = make_head(name)
+    assert is_classifier(head)
+    inner = head.estimator if isinstance(head, CalibratedClassifierCV) else head
+    assert type(inner) is cls
+    params = inner.get_params()
+    assert {key: params[key] for key in defaults} == defaults
+    assert not hasattr(inner, "classes_")  # unfitted
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_fit_predict_proba(embeddings, name):
+    X, y = embeddings
+    head = make_head(name).fit(X, y)
+    assert head.score(X, y) == 1.0
+    proba = head.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(head.classes_[proba.argmax(axis=1)], head.predict(X))
+
+
+def test_svm_probability_false_is_a_bare_svc(embeddings):
+    X, y = embeddings
+    head = make_head("svm", probability=False)
+    assert type(head) is SVC and head.C == 10.0
+    head.fit(X, y)
+    np.testing.assert_array_equal(head.predict(X), y)
+    assert not hasattr(head, "predict_proba")
+
+
+def test_svm_is_calibrated_with_three_folds():
+    head = make_head("svm")
+    assert isinstance(head, CalibratedClassifierCV)
+    assert (head.cv, head.ensemble, head.method) == (3, False, "sigmoid")
+
+
+@pytest.mark.parametrize(
+    "name, params, get",
+    [
+        ("knn", {"n_neighbors": 3, "weights": "uniform"}, lambda h: (h.n_neighbors, h.weights)),
+        ("logreg", {"C": 0.5}, lambda h: (h.C, h.max_iter)),
+        ("svm", {"C": 2.0, "kernel": "linear"}, lambda h: (h.estimator.C, h.estimator.kernel)),
+    ],
+)
+def test_params_override_defaults(name, params, get):
+    expected = {
+        "knn": (3, "uniform"),
+        "logreg": (0.5, 1000),  # max_iter keeps its default
+        "svm": (2.0, "linear"),
+    }[name]
+    head = make_head(name, **params)
+    assert get(head) == expected
+    assert get(clone(head)) == expected
+
+
+def test_unknown_name():
+    message = r"head must be one of \['knn', 'logreg', 'svm'\], got 'foo'"
+    with pytest.raises(ValueError, match=message):
+        make_head("foo")
+    with pytest.raises(ValueError, match="head must be one of .*, got None"):
+        make_head(None)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_unknown_param_is_named(name):
+    with pytest.raises(TypeError, match=f"unknown parameter 'n_trees' for head '{name}'"):
+        make_head(name, n_trees=3)
+
+
+def test_probability_only_for_svm():
+    with pytest.raises(TypeError, match="unknown parameter 'probability' for head 'knn'"):
+        make_head("knn", probability=True)
+    with pytest.raises(TypeError, match="probability must be True or False, got 'yes'"):
+        make_head("svm", probability="yes")
+
+
+def test_no_tensorflow_import():
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "from classifiers import make_head\n"
+        "import numpy as np\n"
+        "X = np.repeat(np.eye(2), 3, axis=0); y = [0, 0, 0, 1, 1, 1]\n"
+        "print(make_head('svm').fit(X, y).predict(X).tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 0, 0, 1, 1, 1]"

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from embedder.callbacks import COLLAPSE_ADVICE, CollapseDetector, _mean_pairwise_distance
+
+
+class _Model:
+    stop_training = False
+
+
+def _run(detector, epochs_logs):
+    detector.set_model(_Model())
+    out = []
+    for epoch, logs in enumerate(epochs_logs):
+        logs = dict(logs)
+        detector.on_epoch_end(epoch, logs)
+        out.append(logs["collapsed"])
+    return out
+
+
+HEALTHY = {"loss": 0.12, "pos_distance": 0.6, "neg_distance": 1.2, "val_spread": 1.1}
+PINNED = {"loss": 0.2, "pos_distance": 0.31, "neg_distance": 0.312}
+SHRUNK = {"loss": 0.19, "pos_distance": 0.01, "neg_distance": 0.02}
+
+
+def test_healthy_training_is_not_flagged(recwarn):
+    flags = _run(CollapseDetector(margin=0.2), [HEALTHY] * 4)
+    assert flags == [0.0, 0.0, 0.0, 0.0]
+    assert not [w for w in recwarn if "collapsed" in str(w.message)]
+
+
+def test_pinned_loss_and_shrunk_distances_are_flagged():
+    detector = CollapseDetector(margin=0.2, patience=3)
+    with pytest.warns(UserWarning, match="epoch 2: Triplet training collapsed"):
+        flags = _run(detector, [HEALTHY, PINNED, SHRUNK])
+    assert flags == [0.0, 1.0, 1.0]
+    assert detector.collapsed_epochs == [1, 2]
+    assert not detector.model.stop_training  # patience not reached yet
+
+
+def test_patience_stops_training_and_warns_once(recwarn):
+    detector = CollapseDetector(margin=0.2, patience=2)
+    _run(detector, [SHRUNK, SHRUNK, SHRUNK])
+    assert detector.model.stop_training
+    assert sum(COLLAPSE_ADVICE in str(w.message) for w in recwarn) == 1
+
+
+def test_validation_spread_takes_precedence():
+    detector = CollapseDetector(margin=0.2)
+    # batch distances look fine, but the held-out embeddings sit on one point
+    assert detector.is_collapsed({**HEALTHY, "val_spread": 0.01})
+    assert not detector.is_collapsed({**SHRUNK, "val_spread": 0.9})
+
+
+def test_mean_pairwise_distance_literal():
+    e = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    # pairs: sqrt2, 2, sqrt2 -> mean (2 * 1.41421356 + 2) / 3
+    assert _mean_pairwise_distance(e) == pytest.approx((2 * np.sqrt(2) + 2) / 3)
+    assert _mean_pairwise_distance(np.ones((5, 3))) == pytest.approx(0.0, abs=1e-6)
+    assert _mean_pairwise_distance(np.ones((1, 3))) == 0.0

@@ -1,0 +1,399 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from embedder.distances import DISTANCES
+from embedder.losses import (
+    LOSSES,
+    BatchAllTripletLoss,
+    BatchHardTripletLoss,
+    ContrastiveLoss,
+    OfflineTripletLoss,
+    SemiHardTripletLoss,
+    batch_all_fraction_positive,
+    batch_all_triplet_loss,
+    batch_hard_triplet_loss,
+    contrastive_loss,
+    default_margin,
+    get_loss,
+    semi_hard_triplet_loss,
+    triplet_loss,
+)
+from tests.embedder.test_distances import reference_distance, reference_pairwise
+
+# ---------------------------------------------------------------- brute-force references
+
+
+def _valid(labels, a, p, n):
+    return a != p and labels[a] == labels[p] and labels[n] != labels[a]
+
+
+def ref_batch_all(labels, x, margin, distance, fraction=False):
+    d, b = reference_pairwise(x, distance), len(labels)
+    hinges = [
+        max(d[a, p] - d[a, n] + margin, 0.0)
+        for a in range(b)
+        for p in range(b)
+        for n in range(b)
+        if _valid(labels, a, p, n)
+    ]
+    n_active = sum(h > 1e-16 for h in hinges)
+    if fraction:
+        return n_active / len(hinges) if hinges else 0.0
+    return sum(hinges) / n_active if n_active else 0.0
+
+
+def ref_batch_hard(labels, x, margin, distance, soft=False):
+    d, b, per_anchor = reference_pairwise(x, distance), len(labels), []
+    for a in range(b):
+        pos = [d[a, p] for p in range(b) if p != a and labels[p] == labels[a]]
+        neg = [d[a, n] for n in range(b) if labels[n] != labels[a]]
+        if pos and neg:
+            gap = max(pos) - min(neg) + margin
+            per_anchor.append(np.log1p(np.exp(gap)) if soft else max(gap, 0.0))
+    return float(np.mean(per_anchor)) if per_anchor else 0.0
+
+
+def ref_semi_hard(labels, x, margin, distance):
+    d, b, hinges = reference_pairwise(x, distance), len(labels), []
+    for a in range(b):
+        neg = [d[a, n] for n in range(b) if labels[n] != labels[a]]
+        for p in range(b):
+            if p != a and labels[p] == labels[a] and neg:
+                farther = [v for v in neg if v > d[a, p]]
+                d_an = min(farther) if farther else max(neg)
+                hinges.append(max(d[a, p] - d_an + margin, 0.0))
+    return float(np.mean(hinges)) if hinges else 0.0
+
+
+def ref_contrastive(labels, x, margin, distance):
+    d, b, terms = reference_pairwise(x, distance), len(labels), []
+    for i in range(b):
+        for j in range(b):
+            if i != j:
+                same = labels[i] == labels[j]
+                terms.append(d[i, j] ** 2 if same else max(margin - d[i, j], 0.0) ** 2)
+    return 0.5 * float(np.mean(terms)) if terms else 0.0
+
+
+FUNCTIONS = {
+    "batch_all": (batch_all_triplet_loss, ref_batch_all),
+    "batch_hard": (batch_hard_triplet_loss, ref_batch_hard),
+    "semi_hard": (semi_hard_triplet_loss, ref_semi_hard),
+    "contrastive": (contrastive_loss, ref_contrastive),
+    "fraction": (
+        batch_all_fraction_positive,
+        lambda *args: ref_batch_all(*args, fraction=True),
+    ),
+    "soft_batch_hard": (
+        lambda *args: batch_hard_triplet_loss(*args, soft=True),
+        lambda *args: ref_batch_hard(*args, soft=True),
+    ),
+}
+TRIPLET_LOSSES = ["batch_all", "batch_hard", "semi_hard", "soft_batch_hard"]
+
+LABEL_SETS = {
+    "balanced_3x4": [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2],
+    "singletons": [0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 5, 5],
+    "two_uneven": [1, 1, 1, 1, 1, 0, 0],
+    "random_5": list(np.random.default_rng(7).integers(0, 5, size=20)),
+}
+
+# ---------------------------------------------------------------- agreement with references
+
+
+@pytest.mark.parametrize("labels", list(LABEL_SETS), ids=str)
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_matches_brute_force(name, distance, labels):
+    labels = np.array(LABEL_SETS[labels])
+    rng = np.random.default_rng(len(labels) + len(name))
+    x = rng.normal(size=(len(labels), 5)).astype("float32")
+    margin = 0.3 if distance == "cosine" else 1.0  # several triplets active, several not
+    fn, ref = FUNCTIONS[name]
+    got = fn(labels, x, margin, distance)
+    assert got.dtype == "float32" and tuple(got.shape) == ()
+    np.testing.assert_allclose(float(got), ref(labels, x, margin, distance), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_offline_triplet_matches_brute_force(distance):
+    a, p, n = np.random.default_rng(11).normal(size=(3, 8, 4)).astype("float32")
+    gaps = [reference_distance(a[i], p[i], distance) - reference_distance(a[i], n[i], distance)
+            for i in range(8)]  # fmt: skip
+    expected = np.mean(np.maximum(np.array(gaps) + 0.5, 0.0))
+    got = triplet_loss(a, p, n, margin=0.5, distance=distance)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- literal values
+
+LITERAL_LABELS = [0, 0, 1, 1]
+LITERAL_X = np.array([[0.0], [2.0], [1.0], [5.0]], dtype="float32")
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "expected"),
+    [
+        # hinges 2, 2, 4, 4, 2 of 8 valid triplets are positive
+        (batch_all_triplet_loss, {"margin": 1.0}, 14 / 5),
+        (batch_all_fraction_positive, {"margin": 1.0}, 5 / 8),
+        # per anchor max(hp - hn + 1, 0) = 2, 2, 4, 2
+        (batch_hard_triplet_loss, {"margin": 1.0}, 2.5),
+        (batch_hard_triplet_loss, {"margin": 1.0, "soft": True}, 2.5997334),
+        # pairs (0,1): 5 -> 0; (1,0): 3 -> 0; (2,3): fallback 1 -> 4; (3,2): 5 -> 0
+        (semi_hard_triplet_loss, {"margin": 1.0}, 1.0),
+        # 0.5 * (4 + 4 + 16 + 16 + 4 * 1.5**2) / 12
+        (contrastive_loss, {"margin": 2.5}, 49 / 24),
+        # squared: hinges 4, 4, 16, 16, 8 positive
+        (batch_all_triplet_loss, {"margin": 1.0, "distance": "squared"}, 48 / 5),
+    ],
+)
+def test_literal_values(fn, kwargs, expected):
+    np.testing.assert_allclose(float(fn(LITERAL_LABELS, LITERAL_X, **kwargs)), expected, 1e-6)
+
+
+def test_offline_triplet_literal():
+    a = np.array([[0.0, 0.0], [1.0, 1.0]])
+    p = np.array([[3.0, 4.0], [1.0, 1.0]])
+    n = np.array([[1.0, 0.0], [4.0, 5.0]])
+    # d_ap = 5, 0 and d_an = 1, 5: hinges 4.2 and 0
+    np.testing.assert_allclose(float(triplet_loss(a, p, n)), 2.1, rtol=1e-6)
+    np.testing.assert_allclose(float(triplet_loss(a[:0], p[:0], n[:0])), 0.0)
+
+
+def test_default_margins_and_positional_use():
+    assert [default_margin(k) for k in LOSSES] == [0.2, 0.2, 0.2, 0.5, 0.2]
+    x = LITERAL_X
+    assert float(batch_hard_triplet_loss(LITERAL_LABELS, x)) == pytest.approx(
+        ref_batch_hard(LITERAL_LABELS, x, 0.2, "euclidean"), rel=1e-6
+    )
+    assert float(contrastive_loss(LITERAL_LABELS, x, 0.5, "squared")) == pytest.approx(
+        ref_contrastive(LITERAL_LABELS, x, 0.5, "squared"), rel=1e-6
+    )
+
+
+# ---------------------------------------------------------------- degenerate batches
+
+ALL_FUNCTIONS = [fn for fn, _ in FUNCTIONS.values()]
+
+
+@pytest.mark.parametrize("name", TRIPLET_LOSSES + ["fraction"])
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3, 4, 5], [2, 2, 2, 2, 2, 2], [7]])
+def test_no_valid_triplet_gives_zero(name, labels):
+    x = np.random.default_rng(0).normal(size=(len(labels), 3)).astype("float32")
+    assert float(FUNCTIONS[name][0](labels, x)) == 0.0
+
+
+def test_contrastive_without_pairs_of_one_kind():
+    # Only the negative (or only the positive) term remains; a single row gives 0.
+    x = np.array([[0.0], [0.1], [3.0]], dtype="float32")
+    np.testing.assert_allclose(float(contrastive_loss([0, 1, 2], x)), 0.5 * 2 * 0.4**2 / 6)
+    np.testing.assert_allclose(
+        float(contrastive_loss([1, 1, 1], x)), 0.5 * 2 * (0.01 + 9 + 2.9**2) / 6, rtol=1e-6
+    )
+    assert float(contrastive_loss([0], x[:1])) == 0.0
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("case", ["duplicated", "identical", "zeros"])
+@pytest.mark.parametrize("fn", ALL_FUNCTIONS, ids=list(FUNCTIONS))
+def test_finite_loss_and_gradients(fn, case, distance):
+    base = np.random.default_rng(1).normal(size=(4, 3))
+    x = {
+        "duplicated": np.concatenate([base, base]),
+        "identical": np.ones((8, 3)),
+        "zeros": np.zeros((8, 3)),
+    }[case]
+    x = tf.Variable(x.astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = fn([0, 0, 1, 1, 0, 0, 1, 1], x, 0.2, distance)
+    grad = tape.gradient(loss, x)
+    assert np.isfinite(float(loss))
+    assert grad is None or np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_offline_triplet_finite_gradients(distance):
+    x = tf.Variable(np.zeros((3, 4, 2), dtype="float32"))
+    with tf.GradientTape() as tape:
+        loss = triplet_loss(x[0], x[1], x[2], distance=distance)
+    assert float(loss) == pytest.approx(0.2)
+    assert np.all(np.isfinite(tape.gradient(loss, x).numpy()))
+
+
+@pytest.mark.parametrize("name", ["batch_all", "batch_hard", "semi_hard", "contrastive"])
+def test_gradient_matches_finite_differences(name):
+    labels = [0, 0, 0, 1, 1, 2]
+    x0 = np.random.default_rng(2).normal(size=(6, 3)).astype("float32")
+    fn = FUNCTIONS[name][0]
+    x = tf.Variable(x0)
+    with tf.GradientTape() as tape:
+        loss = fn(labels, x, 1.0)
+    grad = tape.gradient(loss, x).numpy()
+    numeric, eps = np.zeros_like(x0), 1e-3
+    for index in np.ndindex(*x0.shape):
+        step = np.zeros_like(x0)
+        step[index] = eps
+        numeric[index] = float(fn(labels, x0 + step, 1.0)) - float(fn(labels, x0 - step, 1.0))
+        numeric[index] /= 2 * eps
+    np.testing.assert_allclose(grad, numeric, atol=2e-2)
+
+
+# ---------------------------------------------------------------- dtypes and label forms
+
+
+@pytest.mark.parametrize("fn", ALL_FUNCTIONS, ids=list(FUNCTIONS))
+def test_half_precision(fn):
+    labels = LABEL_SETS["balanced_3x4"]
+    x = np.random.default_rng(4).normal(size=(12, 4)).astype("float32")
+    full = float(fn(labels, x, 0.5))
+    assert float(fn(labels, x.astype("float16"), 0.5)) == pytest.approx(full, abs=1e-2)
+    for dtype in ("float16", "bfloat16"):
+        half = tf.cast(x, dtype)
+        got = fn(labels, half, 0.5)
+        # Computed in float32 from the rounded inputs, not in half precision.
+        assert got.dtype == "float32"
+        assert float(got) == pytest.approx(float(fn(labels, tf.cast(half, "float32"), 0.5)))
+
+
+@pytest.mark.parametrize("fn", ALL_FUNCTIONS, ids=list(FUNCTIONS))
+def test_label_forms(fn):
+    labels = np.array([0, 0, 1, 1, 2, 2, 1])
+    x = np.random.default_rng(5).normal(size=(7, 3)).astype("float32")
+    expected = float(fn(labels, x))
+    for form in (labels[:, None], labels.astype(str), tf.constant(labels.astype(str))):
+        assert float(fn(form, x)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_traced_with_unknown_batch_size():
+    spec = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.float32)]
+    labels = np.array(LABEL_SETS["singletons"], dtype="int32")
+    x = np.random.default_rng(6).normal(size=(12, 5)).astype("float32")
+    for name in TRIPLET_LOSSES + ["contrastive"]:
+        fn = FUNCTIONS[name][0]
+        traced = tf.function(lambda y, e, fn=fn: fn(y, e, 1.0), input_signature=spec)
+        assert float(traced(labels, x)) == pytest.approx(float(fn(labels, x, 1.0)), rel=1e-5)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("fn", ALL_FUNCTIONS, ids=list(FUNCTIONS))
+def test_errors(fn):
+    x = np.zeros((4, 2), dtype="float32")
+    with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got -0.5"):
+        fn([0, 0, 1, 1], x, -0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"distance must be one of \['cosine', 'euclidean', 'squared'\], "
+        r"got 'l1'",
+    ):
+        fn([0, 0, 1, 1], x, 0.2, "l1")
+    with pytest.raises(ValueError, match=r"expected 4 labels \(embeddings of shape \(4, 2\)\)"):
+        fn([0, 0, 1], x)
+    with pytest.raises(ValueError, match=r"embeddings must be a 2-D tensor"):
+        fn([0, 0, 1, 1], np.zeros((4, 2, 1)))
+
+
+def test_class_and_factory_errors():
+    names = r"\['batch_all', 'batch_hard', 'contrastive', 'semi_hard', 'triplet'\]"
+    with pytest.raises(ValueError, match=rf"loss must be one of {names}, got 'hinge'"):
+        get_loss("hinge")
+    with pytest.raises(ValueError, match=rf"loss must be one of {names}, got 'hinge'"):
+        default_margin("hinge")
+    with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got -1"):
+        BatchAllTripletLoss(margin=-1)
+    with pytest.raises(ValueError, match=r"distance must be one of"):
+        get_loss("semi_hard", distance="cos")
+    with pytest.raises(TypeError, match=r"soft must be True or False, got 'yes'"):
+        BatchHardTripletLoss(soft="yes")
+    with pytest.raises(
+        ValueError,
+        match=r"y_pred must have shape \(batch_size, 3, embedding_dim\) "
+        r"holding stacked \(anchor, positive, negative\) embeddings, got shape \(4, 2\)",
+    ):
+        OfflineTripletLoss()(np.zeros(4), np.zeros((4, 2)))
+
+
+# ---------------------------------------------------------------- Keras classes
+
+CLASSES = [
+    (BatchAllTripletLoss, batch_all_triplet_loss, {"margin": 0.3, "distance": "cosine"}),
+    (BatchHardTripletLoss, batch_hard_triplet_loss, {"margin": 0.4, "soft": True}),
+    (SemiHardTripletLoss, semi_hard_triplet_loss, {"distance": "squared"}),
+    (ContrastiveLoss, contrastive_loss, {"margin": 0.7}),
+]
+
+
+@pytest.mark.parametrize(("cls", "fn", "settings"), CLASSES)
+def test_class_delegates_and_round_trips(cls, fn, settings):
+    labels = np.array(LABEL_SETS["singletons"])
+    x = np.random.default_rng(8).normal(size=(12, 4)).astype("float32")
+    loss = cls(**settings)
+    expected = float(fn(labels, x, **settings))
+    assert float(loss(labels, x)) == pytest.approx(expected, rel=1e-6)
+    assert float(loss(labels[:, None], x)) == pytest.approx(expected, rel=1e-6)
+    config = loss.get_config()
+    assert {k: config[k] for k in settings} == settings
+    assert cls.from_config(config).get_config() == config
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(restored) is cls and restored.get_config() == config
+    # Batch-level value repeated per sample: "sum" gives B times it, None the vector.
+    summed = cls(**settings, reduction="sum")(labels, x)
+    assert float(summed) == pytest.approx(12 * expected, rel=1e-5)
+    assert tuple(cls(**settings, reduction=None)(labels, x).shape) == (12,)
+
+
+def test_get_loss():
+    assert isinstance(get_loss("triplet"), OfflineTripletLoss)
+    loss = get_loss("batch_hard", distance="cosine", soft=True, name="bh")
+    expected = dict(name="bh", reduction="sum_over_batch_size", dtype="float32")
+    assert loss.get_config() == {**expected, "margin": 0.2, "distance": "cosine", "soft": True}
+    assert get_loss("contrastive").margin == 0.5
+    assert get_loss("semi_hard", margin=0.0).margin == 0.0
+    assert {name: type(get_loss(name)) for name in LOSSES} == LOSSES
+
+
+def _model(input_shape):
+    return keras.Sequential(
+        [keras.Input(input_shape), keras.layers.Dense(3), keras.layers.UnitNormalization()]
+    )
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_compiled_model_saved_and_loaded(tmp_path, name):
+    rng = np.random.default_rng(9)
+    offline = name == "triplet"
+    x = rng.normal(size=(8, 3, 4) if offline else (8, 4)).astype("float32")
+    y = np.array([0, 0, 1, 1, 2, 2, 0, 1], dtype="float32")
+    model = _model(x.shape[1:])
+    loss = get_loss(name, margin=0.35, distance="cosine")
+    model.compile(optimizer="sgd", loss=loss)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(loaded.loss) is type(loss)
+    assert loaded.loss.get_config() == loss.get_config()
+    embeddings = loaded.predict(x, verbose=0)
+    expected = float(loss(y, embeddings))
+    assert loaded.evaluate(x, y, batch_size=8, verbose=0) == pytest.approx(expected, rel=1e-5)
+    if offline:
+        a, p, n = embeddings[:, 0], embeddings[:, 1], embeddings[:, 2]
+        assert expected == pytest.approx(float(triplet_loss(a, p, n, 0.35, "cosine")))
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_trains_with_fit_on_float16_embeddings(name):
+    # Two batches per epoch. Keras compiles with XLA by default on GPU machines (batch size
+    # unknown when traced): checked for the losses that loop over chunks or binary-search.
+    rng = np.random.default_rng(12)
+    y = np.repeat([0, 1, 2, 3], 4)
+    shape = (3, 6) if name == "triplet" else (6,)
+    x = rng.normal(size=(16, *shape)).astype("float32")
+    model = keras.Sequential([keras.Input(shape), keras.layers.Dense(3, dtype="mixed_float16")])
+    jit_compile = name in ("batch_all", "semi_hard")
+    model.compile(optimizer="sgd", loss=get_loss(name), jit_compile=jit_compile)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    assert model.outputs[0].dtype == "float16"
+    assert len(history["loss"]) == 2 and np.all(np.isfinite(history["loss"]))

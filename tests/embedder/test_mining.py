@@ -1,0 +1,205 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from embedder import mining
+from embedder.mining import (
+    batch_all_hinge_stats,
+    check_margin,
+    hardest_negative_distance,
+    hardest_positive_distance,
+    negative_mask,
+    positive_mask,
+    prepare_inputs,
+    prepare_labels,
+    semi_hard_negative_distance,
+    triplet_mask,
+)
+
+LABELS = np.array([0, 0, 1, 1, 1, 2])  # class 2 is a singleton
+
+
+def random_batch(seed, labels):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(len(labels), 4))
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    return d.astype("float32")
+
+
+def test_masks_literal():
+    pos = [
+        [0, 1, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0],
+        [0, 0, 0, 1, 1, 0],
+        [0, 0, 1, 0, 1, 0],
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+    ]
+    np.testing.assert_array_equal(positive_mask(LABELS), np.array(pos, bool))
+    np.testing.assert_array_equal(negative_mask(LABELS), LABELS[:, None] != LABELS[None])
+    triplets = triplet_mask(LABELS).numpy()
+    assert triplets.shape == (6, 6, 6)
+    expected = {
+        (a, p, n)
+        for a in range(6)
+        for p in range(6)
+        for n in range(6)
+        if a != p and LABELS[a] == LABELS[p] and LABELS[n] != LABELS[a]
+    }
+    assert set(zip(*np.nonzero(triplets), strict=True)) == expected
+    assert triplets.sum() == 2 * 4 + 6 * 3
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [3, 1, 3],
+        [[3], [1], [3]],
+        np.array(["3", "1", "3"]),
+        np.array([b"3", b"1", b"3"], dtype=object),
+        tf.constant(["3", "1", "3"]),
+        tf.constant([[3.0], [1.0], [3.0]]),
+        np.array([3, 1, 3], dtype=np.int64),
+    ],
+)
+def test_prepare_inputs_label_forms(labels):
+    y, x = prepare_inputs(labels, np.zeros((3, 2), dtype="float16"))
+    assert y.dtype == "int32" and x.dtype == "float32"
+    np.testing.assert_array_equal(y, [3, 1, 3])
+    assert tuple(x.shape) == (3, 2)
+
+
+def test_prepare_inputs_errors():
+    with pytest.raises(
+        ValueError,
+        match=r"labels must have one entry per row of embeddings: expected 4 labels "
+        r"\(embeddings of shape \(4, 2\)\), got 3",
+    ):
+        prepare_inputs([0, 0, 1], np.zeros((4, 2)))
+    with pytest.raises(
+        ValueError,
+        match=r"labels must have shape \(batch_size,\) or \(batch_size, 1\), "
+        r"got shape \(4, 2\)",
+    ):
+        prepare_inputs(np.zeros((4, 2)), np.zeros((4, 2)))
+    with pytest.raises(
+        ValueError,
+        match=r"embeddings must be a 2-D tensor of shape \(batch_size, "
+        r"embedding_dim\), got shape \(4,\)",
+    ):
+        prepare_inputs([0, 0, 1, 1], np.zeros(4))
+    with pytest.raises(
+        ValueError,
+        match=r"labels must be integers or string-encoded integers, got values such as "
+        r"\['cat', 'dog'\]",
+    ):
+        prepare_labels(np.array(["cat", "dog"]))
+
+
+def test_check_margin():
+    assert check_margin(0) == 0 and check_margin(np.float32(0.5)) == np.float32(0.5)
+    with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got -0.1"):
+        check_margin(-0.1)
+    with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got nan"):
+        check_margin(float("nan"))
+    with pytest.raises(TypeError, match=r"margin must be a number, got '0.2'"):
+        check_margin("0.2")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hardest_distances_brute_force(seed):
+    d = random_batch(seed, LABELS)
+    hp, hn = [], []
+    for a in range(6):
+        pos = [d[a, p] for p in range(6) if p != a and LABELS[p] == LABELS[a]]
+        neg = [d[a, n] for n in range(6) if LABELS[n] != LABELS[a]]
+        hp.append(max(pos, default=0.0))
+        hn.append(min(neg, default=0.0))
+    np.testing.assert_allclose(hardest_positive_distance(d, LABELS), hp, rtol=1e-6)
+    np.testing.assert_allclose(hardest_negative_distance(d, LABELS), hn, rtol=1e-6)
+
+
+def reference_semi_hard(d, labels):
+    n = len(labels)
+    out = np.zeros((n, n))
+    for a in range(n):
+        neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
+        for p in range(n):
+            if neg:
+                farther = [v for v in neg if v > d[a, p]]
+                out[a, p] = min(farther) if farther else max(neg)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_semi_hard_brute_force(seed):
+    d = random_batch(seed, LABELS)
+    np.testing.assert_allclose(
+        semi_hard_negative_distance(d, LABELS), reference_semi_hard(d, LABELS), rtol=1e-6
+    )
+
+
+def test_semi_hard_literal_with_ties():
+    # Anchor 0: d_ap = 2; negatives at 2 (not farther: ties are not semi-hard) and 3.
+    d = np.array([[0, 2, 2, 3], [2, 0, 1, 1], [2, 1, 0, 5], [3, 1, 5, 0]], "float32")
+    got = semi_hard_negative_distance(d, [0, 0, 1, 2]).numpy()
+    np.testing.assert_allclose(got[0, 1], 3.0)
+    np.testing.assert_allclose(got[1, 0], 1.0)  # nothing farther than 2: largest negative
+    single_class = semi_hard_negative_distance(d, [4, 4, 4, 4])
+    np.testing.assert_array_equal(single_class, 0.0)
+
+
+def reference_stats(d, labels, margin):
+    hinges = []
+    n = len(labels)
+    for a in range(n):
+        for p in range(n):
+            for k in range(n):
+                if a != p and labels[a] == labels[p] and labels[k] != labels[a]:
+                    hinges.append(max(d[a, p] - d[a, k] + margin, 0.0))
+    hinges = np.array(hinges)
+    return hinges.sum(), (hinges > 1e-16).sum(), len(hinges)
+
+
+@pytest.mark.parametrize("chunk_elements", [2**24, 1, 50, 100])
+def test_batch_all_stats_chunked(monkeypatch, chunk_elements):
+    # 1 -> one anchor per chunk; 100 // 49 = 2 -> chunks of 2 with a padded last chunk.
+    monkeypatch.setattr(mining, "BATCH_ALL_CHUNK_ELEMENTS", chunk_elements)
+    labels = np.array([0, 0, 1, 1, 1, 2, 0])
+    d = random_batch(5, labels)
+    got = [float(v) for v in batch_all_hinge_stats(d, labels, 1.0)]
+    np.testing.assert_allclose(got, reference_stats(d, labels, 1.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_dynamic_batch_size_in_graph(jit_compile):
+    labels = np.array([0, 0, 1, 1, 1, 2, 0], dtype="int32")
+    d = random_batch(7, labels)
+    spec = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)]
+
+    @tf.function(input_signature=spec, jit_compile=jit_compile)
+    def mine(d, labels):
+        return (
+            semi_hard_negative_distance(d, labels),
+            hardest_negative_distance(d, labels),
+            batch_all_hinge_stats(d, labels, 1.0),
+        )
+
+    semi, hardest, stats = mine(d, labels)
+    np.testing.assert_allclose(semi, reference_semi_hard(d, labels), rtol=1e-6)
+    np.testing.assert_allclose(hardest, hardest_negative_distance(d, labels), rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(v) for v in stats], reference_stats(d, labels, 1.0), rtol=1e-5
+    )
+
+
+def test_semi_hard_portable_search(monkeypatch):
+    # Backends other than TensorFlow vectorise the 1-D keras.ops.searchsorted instead.
+    import keras
+
+    labels = np.array([0, 0, 1, 1, 1, 2, 0])
+    d = random_batch(8, labels)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "portable")
+    np.testing.assert_allclose(
+        semi_hard_negative_distance(d, labels), reference_semi_hard(d, labels), rtol=1e-6
+    )
