@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from embedder import TripletEmbedder, embedding_cache
 from embedder.metrics import retrieval_scores
-from tests._images import make_shapes, write_image_folder
+from tests._images import write_image_folder
 
 SHAPE = (16, 16, 3)
 
@@ -130,9 +130,8 @@ def test_bad_inputs(fitted, shapes16, tmp_path):
                        r"\(16, 16, 3\) needs 768"):
         _embedder().fit(np.zeros((20, 10)), np.repeat([0, 1], 10))
     with pytest.raises(ValueError, match="X has 768 features, but TripletEmbedder is expecting"):
-        _embedder(input_shape=None).fit(X[:8, :4, :4, 0].reshape(8, 16), np.repeat([0, 1], 4)).transform(
-            X.reshape(len(X), -1)
-        )
+        small = _embedder(input_shape=None).fit(X[:8, :4, :4, 0].reshape(8, 16), [0, 1] * 4)
+        small.transform(X.reshape(len(X), -1))
     bad = X.astype(np.float32)
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"X must be finite, got 1 NaN or infinite value\(s\)"):
@@ -150,7 +149,8 @@ def test_bad_labels(shapes16):
     y_single = y.copy()
     y_single[y_single == 4] = 3
     y_single[0] = 4  # class 4 keeps a single image: no positive pair for it
-    with pytest.raises(ValueError, match=r"at least 2 images to form a positive pair; too few in class\(es\) \{4: 1\}"):
+    with pytest.raises(ValueError, match=r"at least 2 images to form a positive pair; "
+                       r"too few in class\(es\) \{4: 1\}"):
         _embedder().fit(X, y_single)
     with pytest.raises(ValueError, match="requires y to be passed, but the target y is None"):
         _embedder().fit(X)

@@ -1,7 +1,6 @@
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from embedder.callbacks import COLLAPSE_ADVICE
 from embedder.encoders import build_encoder

@@ -1,0 +1,208 @@
+"""Class-balanced P x K batch sampling and the seed's offline random triplets.
+
+In-batch triplet mining needs several images of each class in a batch. :class:`PKSampler`
+draws P classes x K images per batch and, over one epoch, visits every image of every
+class (majority and minority classes alike) instead of re-reading the first images of
+each class.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+
+def _as_labels(labels, name="labels"):
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or labels.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D array (or a column vector), "
+            f"got shape {labels.shape}"
+        )
+    return labels
+
+
+def check_class_sizes(labels, min_size=2):
+    """Check that triplets can be formed; return ``(classes, counts)``.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than 2 classes (no negative exists) or a class has fewer than
+        ``min_size`` images (with 1 image a class cannot form a positive pair).
+    """
+    classes, counts = np.unique(_as_labels(labels), return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(
+            f"labels must contain at least 2 classes to form triplets, got {len(classes)} "
+            f"({classes.tolist()})"
+        )
+    small = counts < min_size
+    if small.any():
+        pairs = zip(classes[small].tolist(), counts[small].tolist(), strict=True)
+        listed = ", ".join(f"{c!r}: {n}" for c, n in pairs)
+        raise ValueError(
+            f"every class needs at least {min_size} images to form a positive pair; "
+            f"too few in class(es) {{{listed}}}"
+        )
+    return classes, counts
+
+
+class PKSampler:
+    """Batches of P classes x K images that cover every image of every class per epoch.
+
+    Each class keeps a shuffled queue of its images, cut into chunks of K. A batch takes
+    one chunk from each of the P classes with the most chunks left (ties broken at random)
+    and, once fewer than P classes have chunks left, fills the other slots with random
+    re-used images of other classes. A class appears at most once per batch, so an epoch
+    has ``max(ceil(sum_c m_c / P), max_c m_c)`` batches, with ``m_c = ceil(n_c / K)``; the
+    last chunk of a class is completed with other images of that class.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n,) or (n, 1)
+        Class label of each image (any hashable values).
+    classes_per_batch : int or None
+        P, 2 <= P <= number of classes. ``None``: ``min(n_classes, max(2, 64 // K))``.
+    samples_per_class : int, default=4
+        K >= 2. Classes with fewer than K images are sampled with replacement within a
+        batch (a ``UserWarning`` names them).
+    random_state : int, numpy Generator or None
+        Seed; the sequence of batches is deterministic given it.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Sorted class labels.
+    batch_size : int
+        P * K.
+    batches_per_epoch : int
+        Batches in one :meth:`epoch` (also ``len(sampler)``).
+    """
+
+    def __init__(self, labels, classes_per_batch, samples_per_class=4, random_state=None):
+        labels = _as_labels(labels)
+        self.classes_, counts = check_class_sizes(labels)
+        n_classes = len(self.classes_)
+        k = samples_per_class
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
+            raise ValueError(f"samples_per_class must be an integer >= 2, got {k!r}")
+        p = classes_per_batch
+        if p is None:
+            p = min(n_classes, max(2, 64 // int(k)))
+        if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 2 <= p <= n_classes:
+            raise ValueError(
+                f"classes_per_batch must be an integer in [2, {n_classes}] (the number of "
+                f"classes), got {classes_per_batch!r}"
+            )
+        self.classes_per_batch, self.samples_per_class = int(p), int(k)
+        self.random_state = random_state
+        self._rng = np.random.default_rng(random_state)
+        codes = np.searchsorted(self.classes_, labels)
+        self._members = [np.flatnonzero(codes == c) for c in range(n_classes)]
+        few = self.classes_[counts < k]
+        if len(few):
+            warnings.warn(
+                f"classes {few.tolist()} have fewer than samples_per_class={k} images; "
+                "they are sampled with replacement within a batch",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._chunks = np.array([math.ceil(n / k) for n in counts])
+        self.batch_size = self.classes_per_batch * self.samples_per_class
+        self.batches_per_epoch = max(
+            math.ceil(self._chunks.sum() / self.classes_per_batch), int(self._chunks.max())
+        )
+
+    def __len__(self):
+        return self.batches_per_epoch
+
+    def __iter__(self):
+        """Endless batches, epoch after epoch (each epoch freshly shuffled)."""
+        while True:
+            yield from self.epoch()
+
+    def _chunks_of(self, members):
+        """Shuffle one class and cut it into chunks of K, completing the last chunk."""
+        k, rng = self.samples_per_class, self._rng
+        queue = rng.permutation(members)
+        if len(queue) < k:  # too few images: all of them, plus repeats
+            return [np.concatenate([queue, rng.choice(queue, k - len(queue))])]
+        chunks = [queue[i : i + k] for i in range(0, len(queue), k)]
+        missing = k - len(chunks[-1])
+        if missing:  # complete with other images of the class, no repeat in the chunk
+            others = queue[: len(queue) - len(chunks[-1])]
+            chunks[-1] = np.concatenate([chunks[-1], rng.choice(others, missing, replace=False)])
+        return chunks
+
+    def _filler(self, members):
+        k = self.samples_per_class
+        return self._rng.choice(members, k, replace=len(members) < k)
+
+    def epoch(self) -> list[np.ndarray]:
+        """One epoch: ``batches_per_epoch`` int64 arrays of exactly P * K indices each.
+
+        Each batch holds P distinct classes, K consecutive indices per class.
+        """
+        rng, p = self._rng, self.classes_per_batch
+        queues = [self._chunks_of(m) for m in self._members]
+        remaining = np.array([len(q) for q in queues])
+        batches = []
+        for _ in range(self.batches_per_epoch):
+            # most chunks left first; random tie-break (jitter < 1 keeps the order of counts)
+            order = np.argsort(-(remaining + 0.5 * rng.random(len(remaining))), kind="stable")
+            parts = []
+            for c in order[:p]:
+                if remaining[c]:
+                    parts.append(queues[c][len(queues[c]) - remaining[c]])
+                    remaining[c] -= 1
+                else:
+                    parts.append(self._filler(self._members[c]))
+            batches.append(np.concatenate(parts).astype(np.int64))
+        return batches
+
+
+def random_triplets(labels, n_triplets, random_state=None) -> np.ndarray:
+    """The seed's offline triplets: ``(anchor, positive, negative)`` index rows.
+
+    The anchor is a uniformly random image, the positive a uniformly random *other* image
+    of its class and the negative a uniformly random image of another class.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n,) or (n, 1)
+        Class labels; every class needs at least 2 images (:func:`check_class_sizes`).
+    n_triplets : int
+        Number of rows.
+    random_state : int, numpy Generator or None
+        Seed.
+
+    Returns
+    -------
+    ndarray of shape (n_triplets, 3), int64
+    """
+    labels = _as_labels(labels)
+    classes, counts = check_class_sizes(labels)
+    if isinstance(n_triplets, bool) or not isinstance(n_triplets, int | np.integer):
+        raise ValueError(f"n_triplets must be a positive integer, got {n_triplets!r}")
+    if n_triplets < 1:
+        raise ValueError(f"n_triplets must be a positive integer, got {n_triplets!r}")
+    rng = np.random.default_rng(random_state)
+    codes = np.searchsorted(classes, labels)
+    order = np.argsort(codes, kind="stable")  # images grouped by class
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - starts[codes[order]]
+
+    anchor = rng.integers(0, len(labels), n_triplets)
+    c, r = codes[anchor], rank[anchor]
+    n_c, s_c = counts[c], starts[c]
+    u = rng.integers(0, n_c - 1)  # another image of the class: skip the anchor's rank
+    positive = order[s_c + u + (u >= r)]
+    v = rng.integers(0, len(labels) - n_c)  # an image outside the class block
+    negative = order[v + n_c * (v >= s_c)]
+    return np.stack([anchor, positive, negative], axis=1).astype(np.int64)
