@@ -67,7 +67,7 @@ class CollapseDetector(keras.callbacks.Callback):
     """Detect the classic triplet-training collapse and say what to change.
 
     An epoch counts as collapsed when the mean distance between embeddings of different
-    classes (``neg_distance`` from the training metrics, or ``val_spread``) falls below
+    classes (``neg_distance`` from the training metrics, else ``val_spread``) falls below
     ``min_distance``, or when the loss is pinned at the margin while positive and negative
     distances are equal (nothing is being separated). The flag is written to the logs as
     ``collapsed`` (0/1) for every epoch, so it lands in the history; the first collapsed
@@ -95,7 +95,9 @@ class CollapseDetector(keras.callbacks.Callback):
 
     def is_collapsed(self, logs):
         """Whether the epoch ``logs`` show a collapse."""
-        spread = logs.get("val_spread", logs.get("neg_distance"))
+        # The training batches' negative distance is the direct signal; the validation
+        # spread stands in when the loss logs no distances (offline triplets).
+        spread = logs.get("neg_distance", logs.get("val_spread"))
         if spread is not None and spread < self.min_distance:
             return True
         loss, pos, neg = logs.get("loss"), logs.get("pos_distance"), logs.get("neg_distance")

@@ -28,6 +28,12 @@ from keras import layers
 from embedder.preprocessing import check_input_shape, preprocess, target_size
 
 ENCODERS: dict[str, Callable] = {}
+
+#: Keras's default 0.99 needs hundreds of steps before the moving statistics used at
+#: inference match the batches; small image sets train for fewer (1797 digits: 42 steps an
+#: epoch), and inference embeddings then squash together (measured: mean validation
+#: distance 0.06 vs 1.3 in training mode after 2 epochs). 0.9 settles in ~50 steps.
+BN_MOMENTUM = 0.9
 _LOADS_OWN_WEIGHTS: set[str] = set()
 
 
@@ -67,7 +73,7 @@ def embedding_head(features, embedding_dim):
 
 def _conv_bn_relu(x, filters, name):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -79,7 +85,7 @@ def _seed_cnn(inputs, *, input_shape, embedding_dim, weights):
     for i, filters in enumerate((16, 32, 64, 128, 256), start=1):
         x = layers.Conv2D(filters, 3, padding="same", name=f"block{i}_conv")(x)
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_bn")(x)
         x = layers.ReLU(name=f"block{i}_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     return embedding_head(x, embedding_dim)

@@ -45,11 +45,14 @@ def test_patience_stops_training_and_warns_once(recwarn):
     assert sum(COLLAPSE_ADVICE in str(w.message) for w in recwarn) == 1
 
 
-def test_validation_spread_takes_precedence():
+def test_validation_spread_stands_in_without_batch_distances():
     detector = CollapseDetector(margin=0.2)
-    # batch distances look fine, but the held-out embeddings sit on one point
-    assert detector.is_collapsed({**HEALTHY, "val_spread": 0.01})
-    assert not detector.is_collapsed({**SHRUNK, "val_spread": 0.9})
+    # the offline triplet path logs no batch distances: the held-out spread decides
+    assert detector.is_collapsed({"loss": 0.2, "val_spread": 0.01})
+    assert not detector.is_collapsed({"loss": 0.2, "val_spread": 0.9})
+    # batch distances, when logged, are the direct signal
+    assert not detector.is_collapsed({**HEALTHY, "val_spread": 0.01})
+    assert detector.is_collapsed({**SHRUNK, "val_spread": 0.9})
 
 
 def test_mean_pairwise_distance_literal():
