@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from sklearn.preprocessing import normalize
 from sklearn.svm import SVC
 
 from classifiers import HEADS, make_head
+from tests._helpers import run_without_tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +110,9 @@ def test_probability_only_for_svm():
 
 def test_no_tensorflow_import():
     code = (
-        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
         "from classifiers import make_head\n"
         "import numpy as np\n"
         "X = np.repeat(np.eye(2), 3, axis=0); y = [0, 0, 0, 1, 1, 1]\n"
         "print(make_head('svm').fit(X, y).predict(X).tolist())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[0, 0, 0, 1, 1, 1]"
+    assert run_without_tensorflow(code) == "[0, 0, 0, 1, 1, 1]"

@@ -9,15 +9,12 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from embedder import TripletEmbedder, embedding_cache
 from embedder.metrics import retrieval_scores
+from tests._helpers import TINY_SHAPE, tiny_embedder
 from tests._images import write_image_folder
 
-SHAPE = (16, 16, 3)
+SHAPE = TINY_SHAPE
+_embedder = tiny_embedder
 
-
-def _embedder(**kw):
-    params = dict(encoder="tiny_cnn", input_shape=SHAPE, embedding_dim=8, epochs=3,
-                  learning_rate=3e-3, random_state=0)
-    return TripletEmbedder(**{**params, **kw})
 
 
 @pytest.fixture(scope="module")

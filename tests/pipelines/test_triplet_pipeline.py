@@ -10,14 +10,11 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_sco
 from classifiers import HEADS
 from embedder import TripletEmbedder, embedding_cache
 from pipelines import load_pipeline, make_triplet_pipeline, save_pipeline
+from tests._helpers import TINY_SHAPE, tiny_embedder
 
-SHAPE = (16, 16, 3)
+SHAPE = TINY_SHAPE
+_embedder = tiny_embedder
 
-
-def _embedder(**kw):
-    params = dict(encoder="tiny_cnn", input_shape=SHAPE, embedding_dim=8, epochs=3,
-                  learning_rate=3e-3, random_state=0)
-    return TripletEmbedder(**{**params, **kw})
 
 
 @pytest.fixture(scope="module")
