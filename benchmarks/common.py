@@ -1,0 +1,244 @@
+"""Shared helpers: machine description, timing, targets, the trainer's compiled model."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+RESULTS_DIR = ROOT / "results"
+#: Unpacked and generated data (git-ignored); ``$BENCHMARK_CACHE`` moves it.
+CACHE_DIR = Path(os.environ.get("BENCHMARK_CACHE", ROOT / ".cache"))
+MODES = ("smoke", "quick", "full")
+
+
+class DataUnavailable(RuntimeError):
+    """A data set a benchmark needs is not installed; the message says how to get it."""
+
+
+def machine_info():
+    """Platform, CPUs, load and library versions, for the results files."""
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+            text=True, timeout=10, check=False,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "git_commit": commit,
+    }
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def command_line():
+    """The command that is running, as a user would type it."""
+    if sys.argv and sys.argv[0].endswith("run.py"):
+        return " ".join(["python -m benchmarks.run", *sys.argv[1:]])
+    return " ".join(["python", *sys.argv])
+
+
+def summary(values, digits=4):
+    """``{"median": ..., "values": [...]}`` of per-repetition numbers."""
+    values = [float(v) for v in values]
+    return {
+        "median": round(float(np.median(values)), digits) if values else None,
+        "values": [round(v, digits) for v in values],
+    }
+
+
+def target(name, measured, threshold, *, higher_is_better=True, unit="", note="", if_missed=""):
+    """A target as stored in the results: the measured figure and whether it is met.
+
+    ``if_missed`` says why a miss happens and what would close it (shown only on a miss).
+    """
+    met = None
+    if measured is not None and np.isfinite(measured):
+        met = bool(measured >= threshold if higher_is_better else measured <= threshold)
+    return {
+        "name": name,
+        "target": f"{'>=' if higher_is_better else '<='} {threshold:g}{unit}",
+        "measured": None if measured is None else round(float(measured), 4),
+        "unit": unit,
+        "met": met,
+        "note": note,
+        "if_missed": if_missed,
+    }
+
+
+class Stopwatch:
+    """Wall-clock seconds of a ``with`` block (``perf_counter``).
+
+    Also ``foreign_cores``: CPU time that *other* processes (and the hypervisor, as steal
+    time) used during the block, per wall second, from ``/proc/stat`` minus this process's
+    own CPU time; ``None`` where ``/proc/stat`` is unavailable. Near 0 means nothing else
+    competed for the cores while the block ran.
+    """
+
+    def __enter__(self):
+        self.seconds = self.foreign_cores = None
+        self._busy, self._own = _busy_seconds(), time.process_time()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        busy = _busy_seconds()
+        if busy is not None and self._busy is not None and self.seconds > 0:
+            own = time.process_time() - self._own
+            self.foreign_cores = max(0.0, busy - self._busy - own) / self.seconds
+
+
+def _busy_seconds():
+    """CPU seconds spent by everything (user, system, irq and steal), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def epoch_timer():
+    """A Keras callback recording the wall time of each epoch in ``.seconds``."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def trainer_model(encoder, loss, input_shape, *, n_classes=16, samples_per_class=4, seed=0,
+                  compiled=True):
+    """The compiled model that :func:`embedder.training.train_encoder` runs for ``encoder``.
+
+    ``train_encoder`` is called on a small random set and interrupted when training begins
+    (before any step); a callback keeps a handle on the model it compiled (optimizer, loss,
+    training metrics), so the benchmarks time exactly what users run, whatever the
+    trainer's settings are. ``compiled=False`` gives the trainer so few steps that it
+    compiles the model to run eagerly (smoke tests: no graph tracing).
+    """
+    import keras
+
+    from embedder.training import EAGER_MAX_STEPS, train_encoder
+
+    class Captured(Exception):
+        pass
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise Captured(self.model)
+
+    rng = np.random.default_rng(seed)
+    # more steps than EAGER_MAX_STEPS, so the trainer compiles the step as it does for users
+    per_class = samples_per_class * (EAGER_MAX_STEPS + 1 if compiled else 1)
+    y = np.repeat(np.arange(n_classes), per_class)
+    X = rng.integers(0, 256, size=(len(y), *input_shape), dtype=np.uint8)
+    try:
+        train_encoder(
+            encoder, X, y, input_shape=input_shape, loss=loss, classes_per_batch=n_classes,
+            samples_per_class=samples_per_class, epochs=1, validation_fraction=0.0,
+            random_state=seed, callbacks=[Capture()],
+        )
+    except Captured as captured:
+        return captured.args[0]
+    raise RuntimeError("train_encoder did not start training; cannot capture its model")
+
+
+def training_miss(mode, n_train, epochs_run, max_epochs, train_seconds, budget=900):
+    """Why a quality target was missed, from the run's facts, and candidate remedies."""
+    parts = []
+    if mode != "full":
+        parts.append(f"{mode} mode trains on {n_train} images for at most {max_epochs} "
+                     "epoch(s), far below the protocol (whole training set, the recipe's "
+                     "epochs), so a miss here says little")
+    stopped = epochs_run < max_epochs
+    parts.append(f"the encoder trained {epochs_run} of {max_epochs} epoch(s) in "
+                 f"{train_seconds:g} s" + (f" (budget {budget} s)" if budget else "")
+                 + ("; early stopping on validation MAP@R ended it" if stopped else
+                    "; it was still allowed to improve when the epochs ran out"))
+    remedies = ["more epochs" if not stopped and train_seconds < (budget or 1e9) / 2 else None,
+                "augmentation (augment=True)", "a wider encoder or embedding",
+                "tuning the recipe's learning rate and margin for this data"]
+    parts.append("candidates to close it (not measured in this run): "
+                 + ", ".join(r for r in remedies if r))
+    return "; ".join(parts) + "."
+
+
+def fixed_batches(inputs, labels):
+    """An endless ``tf.data`` stream of one in-memory batch (no input pipeline cost)."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((inputs, labels)).repeat()
+
+
+def fit_seconds(model, dataset, steps):
+    """Seconds for ``steps`` training steps of ``model.fit`` (setup excluded)."""
+    timer = epoch_timer()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+              callbacks=[timer])
+    return timer.seconds[0]
+
+
+def embedder_params(**overrides):
+    """``TripletEmbedder``'s defaults now, with ``overrides`` (``None`` values ignored)."""
+    from embedder import TripletEmbedder
+
+    params = TripletEmbedder().get_params()
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return params
+
+
+def stratified_subset(y, n, seed=0):
+    """Sorted indices of a class-stratified random subset of ``n`` items (all if fewer)."""
+    y = np.asarray(y)
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
+    return np.sort(idx)

@@ -1,0 +1,194 @@
+"""Markdown tables of each benchmark's results, for :mod:`benchmarks.report`."""
+
+from __future__ import annotations
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join("n/a" if c is None else str(c) for c in row) + " |"
+              for row in rows]
+    return lines
+
+
+def _values(summary):
+    return ", ".join(f"{v:g}" for v in summary["values"])
+
+
+def _quiet_median(s):
+    return "n/a" if not s or s["median"] is None else f"{s['median']:g} ({len(s['values'])})"
+
+
+def _ratio(r):
+    if "all" not in r:  # results written before quiet pairs were recorded
+        return f"{r['median']:g}"
+    text = f"{r['all']['median']:g}"
+    return text + (f" ({r['quiet']['median']:g})" if r.get("quiet") else "")
+
+
+def throughput(res):
+    lines = [f"Median of {res['repeats']} timed repetitions after {res['warmup_runs']} warm-up "
+             "run(s); images/s counts every image forwarded (3 per triplet for the offline "
+             "and seed variants). Ratios are medians of per-repetition ratios (each pair "
+             "measured in the same round). On a shared machine single repetitions jump between "
+             "speed regimes (another process holding a core or not, about 2x apart), so each "
+             "repetition also records the CPU load of other processes while it ran "
+             f"(/proc/stat minus this process); repetitions with less than "
+             f"{res.get('quiet_cores', 0.2)} cores of it are 'quiet', and the targets use the "
+             "quiet pairs when there are at least 3.", ""]
+    for c in res["configs"]:
+        shape = "x".join(map(str, c["input_shape"]))
+        lines += [f"**{c['encoder']} at {shape}**, batch {c['batch']}, "
+                  f"{c['steps_per_repetition']} compiled steps or "
+                  f"{c['eager_triplets_per_repetition']} eager triplets per repetition:", ""]
+        ips, quiet = c["images_per_second"], c.get("images_per_second_quiet", {})
+        foreign = c.get("foreign_cores", {})
+        rows = [[n, f"{s['median']:g}",
+                 _quiet_median(quiet.get(n)), _values(s),
+                 ", ".join("?" if f is None else f"{f:g}" for f in foreign.get(n, []))]
+                for n, s in ips.items()]
+        lines += _table(["variant", "images/s, median (all)", "median (quiet reps, n)",
+                         "repetitions", "other processes' load per repetition (cores)"], rows)
+        lines.append("")
+        rows = [[loss] + [_ratio(r[f"vs_{o}"]) for o in
+                          ("cross_entropy", "seed_eager_loop", "offline_triplet")]
+                for loss, r in c["ratios"].items()]
+        lines += _table(["in-batch loss", "/ cross-entropy", "/ seed eager loop",
+                         "/ offline triplet"], rows)
+        lines += ["", "Ratios: median over all repetitions (over the quiet pairs, when "
+                  "there are at least 3)."]
+        if c.get("valid_triplets_per_batch"):
+            lines += ["", f"One in-batch step scores {c['valid_triplets_per_batch']} valid "
+                      "triplets (batch-all) from the batch's single forward pass; the seed's "
+                      "loop scores one triplet per three forward passes."]
+        lines.append("")
+    return lines
+
+
+def input_pipeline(res):
+    lines = [f"`{res['encoder']}` at {'x'.join(map(str, res['input_shape']))}, loss "
+             f"`{res['loss']}`, {res['n_images']} Fashion-MNIST images, batch {res['batch']}, "
+             f"{res['steps_per_epoch']} steps per epoch; median of {res['repeats']} epochs "
+             "per source after a warm-up epoch, sources alternating.", ""]
+    ratios = res["ratio_to_memory"]
+    alone = res.get("pipeline_alone_images_per_second", {})
+    rows = [[name, f"{s['median']:g}", _values(s),
+             ratios[name]["median"] if name in ratios else "1 (reference)",
+             alone[name]["median"] if name in alone else None]
+            for name, s in res["images_per_second"].items()]
+    return lines + _table(["source", "training images/s (median)", "epochs", "/ memory",
+                           "input pipeline alone, images/s"], rows)
+
+
+def inference(res):
+    lines = [f"`TripletEmbedder.transform` of Fashion-MNIST {res['source']} "
+             f"(`{res['encoder']}`, {'x'.join(map(str, res['input_shape']))}, batch "
+             f"{res['batch_size']}), {res.get('processes', 'a fresh process per n')}; "
+             f"peak RSS by {res['peak_method']}.",
+             ""]
+    rows = [[p["n"], f"{p['images_per_second']['median']:g}", p["rss_before_mb"],
+             p["peak_rss_mb"]["median"], p["peak_increase_mb"], p["startup_peak_rss_mb"]]
+            for p in res["per_n"]]
+    lines += _table(["n", "images/s", "RSS before (MB)", "peak RSS during transform (MB)",
+                     "peak - before (MB)", "peak before transform (MB)"], rows)
+    lines += ["", f"Peak RSS grows by {res['peak_growth_mb']} MB between the two n: "
+              f"{res['peak_growth_bytes_per_image']} bytes per extra image, against "
+              f"{res['output_bytes_per_image']} bytes of output per image and "
+              f"{res['decoded_image_bytes']} bytes per decoded float32 image."]
+    return lines
+
+
+def _heads_rows(task):
+    raw = task.get("raw_pixels", {})
+    rows = []
+    for head, e in task["embeddings"].items():
+        r = raw.get(head, {})
+        notes = [f"{what}: not converged" for what, x in (("embeddings", e), ("raw", r))
+                 if not x.get("converged", True)]
+        rows.append([head + (f" ({'; '.join(notes)})" if notes else ""),
+                     e["accuracy"], e["macro_f1"], r.get("accuracy"), r.get("macro_f1"),
+                     f"{e['fit_seconds']:g} / {r.get('fit_seconds', 'n/a')}",
+                     f"{e['n_train']}"])
+    return rows
+
+
+def classification(res):
+    p = res["embedder_params"]
+    margin = "the loss's default" if p["margin"] is None else p["margin"]
+    lines = [f"Recipe: `TripletEmbedder` defaults with encoder `{p['encoder']}`, input_shape "
+             f"{tuple(p['input_shape'])}: loss `{p['loss']}`, margin {margin}, "
+             f"learning_rate {p['learning_rate']}, epochs {p['epochs']}, samples_per_class "
+             f"{p['samples_per_class']}, validation_fraction {p['validation_fraction']}, "
+             f"augment {p['augment']}, random_state {p['random_state']}.", ""]
+    svm_n = res["settings"]["svm_max_train"]
+    if svm_n:
+        lines += [f"The SVM heads are fitted on a stratified subsample of at most {svm_n} "
+                  "training items (the same for embeddings and pixels): an RBF SVC's fit "
+                  "time grows about quadratically with the number of items.", ""]
+    for key, title in (("all_10", "All 10 classes"), ("hard_5", "Hard five {0, 2, 3, 4, 6}")):
+        t = res["tasks"][key]
+        lines += [f"**{title}**: {t['n_train']} train / {t['n_test']} test images; encoder "
+                  f"training {t['train_seconds']} s for {t['epochs_run']} epoch(s) "
+                  f"(collapsed: {t['collapsed']}), embedding {t['embed_seconds']} s.", ""]
+        lines += _table(["head", "embeddings acc", "embeddings macro-F1", "raw pixels acc",
+                         "raw pixels macro-F1", "fit s (emb / raw)", "head train n"],
+                        _heads_rows(t))
+        rs = t["test_retrieval"]
+        lines += ["", f"Test-set retrieval on the embeddings: P@1 {rs['precision_at_1']}, "
+                  f"MAP@R {rs['map_at_r']}.", ""]
+    return lines
+
+
+def retrieval(res):
+    lines = [f"Train: {res['train_characters']} characters ({res['train_images']} images) of "
+             f"{', '.join(res['train_alphabets'])}. Evaluate: {res['eval_characters']} unseen "
+             f"characters ({res['eval_images']} images) of {', '.join(res['eval_alphabets'])}.",
+             ""]
+    e = res["embeddings"]
+    rows = [["embeddings", e["precision_at_1"], e["r_precision"], e["map_at_r"],
+             e["knn_accuracy"]]]
+    for size, o in res.get("embeddings_other_sizes", {}).items():
+        rows.append([f"embeddings, same recipe at {size} (train {o['train_seconds']} s)",
+                     o["precision_at_1"], o["r_precision"], o["map_at_r"], o["knn_accuracy"]])
+    for name, b in res["baselines"].items():
+        rows.append([name, b["precision_at_1"], b["r_precision"], b["map_at_r"],
+                     b["knn_accuracy"]])
+    lines += _table(["features", "P@1", "R-precision", "MAP@R", "kNN acc (k=5)"], rows)
+    q = res["quoted_baselines"]
+    lines += ["", f"Encoder training: {e['train_seconds']} s, {e['epochs_run']} epoch(s), "
+              f"collapsed: {e['collapsed']}, loss `{res['embedder_params']['loss']}`. "
+              f"The issue quotes raw pixels P@1 {q['raw_pixels']['precision_at_1']} / MAP@R "
+              f"{q['raw_pixels']['map_at_r']} and PCA-64 {q['pca_64']['precision_at_1']} / "
+              f"{q['pca_64']['map_at_r']}."]
+    return lines
+
+
+def loss_comparison(res):
+    f, o = res["fashion_mnist_hard_5"], res["omniglot_unseen"]
+    lines = [f"Same recipe and budget for every loss: {f['epochs']} epoch(s) on Fashion-MNIST "
+             f"hard five ({f['n_train']} train / {f['n_test']} test), {o['epochs']} epoch(s) "
+             f"on Omniglot ({o['train_characters']} training, {o['eval_characters']} unseen "
+             "characters); each loss at its default margin; validation_fraction "
+             f"{res['recipe']['validation_fraction']} (0: no early stopping).", ""]
+    rows = [[loss, r["knn_accuracy"], r["logreg_accuracy"], r["macro_f1_best"],
+             r["train_seconds"], r["epochs_run"], r["collapsed"]]
+            for loss, r in f["results"].items()]
+    lines += ["**Fashion-MNIST hard five** (test split):", ""]
+    lines += _table(["loss", "kNN acc", "logreg acc", "best macro-F1", "train s", "epochs",
+                     "collapsed"], rows)
+    rows = [[loss, r["precision_at_1"], r["r_precision"], r["map_at_r"], r["train_seconds"],
+             r["epochs_run"], r["collapsed"]] for loss, r in o["results"].items()]
+    lines += ["", "**Omniglot unseen characters**:", ""]
+    lines += _table(["loss", "P@1", "R-precision", "MAP@R", "train s", "epochs", "collapsed"],
+                    rows)
+    lines.append("")
+    for label, w in (("Fashion-MNIST", f["winner"]), ("Omniglot", o["winner"])):
+        lines.append(f"- {label}: `{w['winner']}` wins on {w['metric']} ({w['value']}), "
+                     f"{w['margin']} ahead of `{w['runner_up']}`.")
+    return lines
+
+
+SECTIONS = {
+    "throughput": throughput, "input_pipeline": input_pipeline, "inference": inference,
+    "classification": classification, "retrieval": retrieval,
+    "loss_comparison": loss_comparison,
+}
