@@ -27,7 +27,7 @@ SETTINGS = {
               "losses": ("batch_all", "triplet")},  # one in-batch and the offline path
     "quick": {"fashion": {"train_n": 1000, "test_n": 1000, "epochs": 2}, "validation": 0.0,
               "omniglot": {"max_classes": None, "epochs": 2}, "losses": LOSSES},
-    "full": {"fashion": {"train_n": 15000, "test_n": None, "epochs": 5},
+    "full": {"fashion": {"train_n": 10000, "test_n": None, "epochs": 5},
              "omniglot": {"max_classes": None, "epochs": 20}, "losses": LOSSES},
 }
 
