@@ -103,23 +103,25 @@ def target(name, measured, threshold, *, higher_is_better=True, unit="", note=""
 class Stopwatch:
     """Wall-clock seconds of a ``with`` block (``perf_counter``).
 
-    Also ``foreign_cores``: CPU time that *other* processes (and the hypervisor, as steal
-    time) used during the block, per wall second, from ``/proc/stat`` minus this process's
-    own CPU time; ``None`` where ``/proc/stat`` is unavailable. Near 0 means nothing else
-    competed for the cores while the block ran.
+    Also ``own_cores``, this process's CPU time per wall second (all its threads), and
+    ``foreign_cores``: CPU time that *other* processes (and the hypervisor, as steal time)
+    used during the block, per wall second, from ``/proc/stat`` minus this process's own;
+    ``None`` where ``/proc/stat`` is unavailable. Near 0 means nothing else competed for
+    the cores while the block ran.
     """
 
     def __enter__(self):
-        self.seconds = self.foreign_cores = None
+        self.seconds = self.foreign_cores = self.own_cores = None
         self._busy, self._own = _busy_seconds(), time.process_time()
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+        own = time.process_time() - self._own
+        self.own_cores = own / self.seconds if self.seconds > 0 else None
         busy = _busy_seconds()
         if busy is not None and self._busy is not None and self.seconds > 0:
-            own = time.process_time() - self._own
             self.foreign_cores = max(0.0, busy - self._busy - own) / self.seconds
 
 
