@@ -136,24 +136,6 @@ def _busy_seconds():
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def epoch_timer():
-    """A Keras callback recording the wall time of each epoch in ``.seconds``."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
 def trainer_model(encoder, loss, input_shape, *, n_classes=16, samples_per_class=4, seed=0,
                   compiled=True):
     """The compiled model that :func:`embedder.training.train_encoder` runs for ``encoder``.
@@ -211,19 +193,46 @@ def training_miss(mode, n_train, epochs_run, max_epochs, train_seconds, budget=9
     return "; ".join(parts) + "."
 
 
-def fixed_batches(inputs, labels):
-    """An endless ``tf.data`` stream of one in-memory batch (no input pipeline cost)."""
-    import tensorflow as tf
+def step_runner(model, dataset):
+    """``run(n)``: ``n`` training steps of ``model``'s compiled step, returns when done.
 
-    return tf.data.Dataset.from_tensors((inputs, labels)).repeat()
+    One ``fit`` step builds and traces the step function; after that the steps are the
+    function ``fit`` itself calls once per batch (``model.train_function``: forward pass,
+    loss, gradients, optimizer update, metric updates), fed from one persistent iterator.
+    Timing separate ``fit`` calls instead would add a new iterator and the callbacks'
+    set-up to every repetition: up to 0.3 s each, and erratic, on the benchmark machine.
+    """
+    import keras
+
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    iterator = iter(dataset)
+    train = model.train_function
+    train(iterator)  # a plain iterator (fit's is a distributed one) traces the step again
+
+    def run(n):
+        logs = None
+        for _ in range(n):
+            logs = train(iterator)
+        if logs:  # read a result back: the last step has finished
+            keras.ops.convert_to_numpy(next(iter(logs.values())))
+
+    return run
 
 
-def fit_seconds(model, dataset, steps):
-    """Seconds for ``steps`` training steps of ``model.fit`` (setup excluded)."""
-    timer = epoch_timer()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
-              callbacks=[timer])
-    return timer.seconds[0]
+def batch_runner(model, x, y):
+    """``run(n)``: ``n`` training steps of ``model`` on one in-memory batch (no pipeline).
+
+    ``train_on_batch`` runs the same compiled step ``fit`` runs per batch (forward pass,
+    loss, gradients, optimizer update, metric updates) and returns once it is done; the
+    first call here builds and traces it.
+    """
+    model.train_on_batch(x, y)
+
+    def run(n):
+        for _ in range(n):
+            model.train_on_batch(x, y)
+
+    return run
 
 
 def embedder_params(**overrides):

@@ -77,8 +77,8 @@ def section(r):
     lines.append(f"- Mode: {MODE_NOTE.get(r['mode'], r['mode'])}")
     lines.append(f"- Command: `{r['command']}`; ran {r['started']} for {r['wall_seconds']} s; "
                  f"load average {r['machine']['load_average'][0]} at start, "
-                 f"{r.get('load_average_after', ['?'])[0]} at end (other work on the machine "
-                 "slows everything, interleaving keeps ratios fair)")
+                 f"{r.get('load_average_after', ['?'])[0]} at end (1-minute load averages; "
+                 "this run itself adds 1 to 2)")
     if r.get("options"):
         lines.append(f"- Overrides: `{json.dumps(r['options'])}`")
     lines.append("")

@@ -22,19 +22,23 @@ def _ratio(r):
     if "all" not in r:  # results written before quiet pairs were recorded
         return f"{r['median']:g}"
     text = f"{r['all']['median']:g}"
-    return text + (f" ({r['quiet']['median']:g})" if r.get("quiet") else "")
+    quiet = r.get("quiet")
+    if quiet and len(quiet["values"]) < len(r["all"]["values"]):
+        text += f" (quiet: {quiet['median']:g})"
+    return text
 
 
 def throughput(res):
     lines = [f"Median of {res['repeats']} timed repetitions after {res['warmup_runs']} warm-up "
              "run(s); images/s counts every image forwarded (3 per triplet for the offline "
              "and seed variants). Ratios are medians of per-repetition ratios (each pair "
-             "measured in the same round). On a shared machine single repetitions jump between "
-             "speed regimes (another process holding a core or not, about 2x apart), so each "
-             "repetition also records the CPU load of other processes while it ran "
-             f"(/proc/stat minus this process); repetitions with less than "
-             f"{res.get('quiet_cores', 0.2)} cores of it are 'quiet', and the targets use the "
-             "quiet pairs when there are at least 3.", ""]
+             "measured in the same round). Compiled steps are timed with `train_on_batch` on one "
+             "in-memory batch: the step `fit` runs per batch, without input pipeline or "
+             "per-call set-up. On a shared machine another process holding one of the two "
+             "cores halves the compiled steps' speed, so each repetition also records the CPU "
+             "time other processes used meanwhile (/proc/stat minus this process); "
+             f"repetitions with less than {res.get('quiet_cores', 0.2)} cores of it are "
+             "'quiet', and the targets use the quiet pairs when there are at least 3.", ""]
     for c in res["configs"]:
         shape = "x".join(map(str, c["input_shape"]))
         lines += [f"**{c['encoder']} at {shape}**, batch {c['batch']}, "
@@ -54,8 +58,8 @@ def throughput(res):
                 for loss, r in c["ratios"].items()]
         lines += _table(["in-batch loss", "/ cross-entropy", "/ seed eager loop",
                          "/ offline triplet"], rows)
-        lines += ["", "Ratios: median over all repetitions (over the quiet pairs, when "
-                  "there are at least 3)."]
+        lines += ["", "Ratios: median over all repetitions; in brackets over the quiet pairs, "
+                  "where some repetitions were not quiet and at least 3 were."]
         if c.get("valid_triplets_per_batch"):
             lines += ["", f"One in-batch step scores {c['valid_triplets_per_batch']} valid "
                       "triplets (batch-all) from the batch's single forward pass; the seed's "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import Stopwatch, fit_seconds, fixed_batches, summary, target, trainer_model
+from benchmarks.common import Stopwatch, batch_runner, summary, target, trainer_model
 
 IN_BATCH = ("batch_all", "batch_hard", "semi_hard", "contrastive")
 P, K = 16, 4
@@ -36,16 +36,16 @@ MIN_QUIET = 3
 SETTINGS = {
     "smoke": {"configs": [("small_cnn", (16, 16, 1), 2, 2)], "repeats": 1, "warmup": 1,
               "classes": 4, "samples": 2, "eager": True},
-    "quick": {"configs": [("seed_cnn", (112, 112, 3), 2, 3), ("small_cnn", (28, 28, 1), 4, 4)],
+    "quick": {"configs": [("seed_cnn", (112, 112, 3), 3, 3), ("small_cnn", (28, 28, 1), 3, 3)],
               "repeats": 7, "warmup": 1, "classes": P, "samples": K},
     "full": {"configs": [("seed_cnn", (112, 112, 3), 4, 8), ("small_cnn", (28, 28, 1), 20, 32)],
              "repeats": 11, "warmup": 3, "classes": P, "samples": K},
 }
 # configs: (encoder, input_shape, compiled steps per repetition, eager triplets per repetition).
-# Short repetitions, many of them: on a shared machine the speed jumps between regimes
-# (another process holding a core or not) every few seconds; fine interleaving exposes
-# every variant to the same mix, and the foreign-load reading of each repetition tells the
-# quiet ones apart.
+# Short repetitions, many of them: on a shared machine another process may hold one of the
+# two cores for a while (the compiled steps then run about half as fast); fine interleaving
+# exposes every variant to the same mix, and each repetition's reading of the other
+# processes' CPU use tells the quiet ones apart.
 
 
 def _cross_entropy_model(encoder, n_classes, eager=False):
@@ -93,20 +93,17 @@ def _variants(name, shape, steps, n_triplets, classes, samples, eager=False):
     labels = tf.constant(np.repeat(np.arange(classes), samples).astype(np.int32))
     variants = {}
 
-    def compiled(model, data):
-        return lambda n: fit_seconds(model, data, n)
-
     ce = _cross_entropy_model(build_encoder(name, shape), classes, eager)
-    variants["cross_entropy"] = (compiled(ce, fixed_batches(images, labels)), batch, steps)
+    variants["cross_entropy"] = (batch_runner(ce, images, labels), batch, steps)
     for loss in IN_BATCH:
         model = trainer_model(build_encoder(name, shape), loss, shape, n_classes=classes,
                               samples_per_class=samples, compiled=not eager)
-        variants[loss] = (compiled(model, fixed_batches(images, labels)), batch, steps)
+        variants[loss] = (batch_runner(model, images, labels), batch, steps)
     offline = trainer_model(build_encoder(name, shape), "triplet", shape, n_classes=classes,
                             samples_per_class=samples, compiled=not eager)
     triplets = (images, tf.roll(images, 1, 0), tf.roll(images, samples, 0))
-    data = fixed_batches(triplets, tf.zeros((batch,), tf.float32))
-    variants["offline_triplet"] = (compiled(offline, data), 3 * batch, steps)
+    variants["offline_triplet"] = (
+        batch_runner(offline, triplets, tf.zeros((batch,), tf.float32)), 3 * batch, steps)
     variants["seed_eager_loop"] = (_seed_loop(build_encoder(name, shape), images, n_triplets),
                                    3, n_triplets)
     return variants
