@@ -138,39 +138,26 @@ def _busy_seconds():
 
 def trainer_model(encoder, loss, input_shape, *, n_classes=16, samples_per_class=4, seed=0,
                   compiled=True):
-    """The compiled model that :func:`embedder.training.train_encoder` runs for ``encoder``.
+    """The compiled model that the library's trainer runs for ``encoder``.
 
-    ``train_encoder`` is called on a small random set and interrupted when training begins
-    (before any step); a callback keeps a handle on the model it compiled (optimizer, loss,
-    training metrics), so the benchmarks time exactly what users run, whatever the
-    trainer's settings are. ``compiled=False`` gives the trainer so few steps that it
-    compiles the model to run eagerly (smoke tests: no graph tracing).
+    Built by :func:`embedder.training.build_training_run` from the default
+    :class:`~embedder.config.TrainingConfig` (``loss`` and the batch shape changed), so
+    the benchmarks time exactly what users run: the trainer's optimizer, loss and
+    diagnostics. ``compiled=False`` gives the run so few steps that the trainer compiles
+    the model to run eagerly (smoke tests: no graph tracing).
     """
-    import keras
-
-    from embedder.training import EAGER_MAX_STEPS, train_encoder
-
-    class Captured(Exception):
-        pass
-
-    class Capture(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            raise Captured(self.model)
+    from embedder.config import TrainingConfig
+    from embedder.training import EAGER_MAX_STEPS, build_training_run
 
     rng = np.random.default_rng(seed)
     # more steps than EAGER_MAX_STEPS, so the trainer compiles the step as it does for users
     per_class = samples_per_class * (EAGER_MAX_STEPS + 1 if compiled else 1)
     y = np.repeat(np.arange(n_classes), per_class)
     X = rng.integers(0, 256, size=(len(y), *input_shape), dtype=np.uint8)
-    try:
-        train_encoder(
-            encoder, X, y, input_shape=input_shape, loss=loss, classes_per_batch=n_classes,
-            samples_per_class=samples_per_class, epochs=1, validation_fraction=0.0,
-            random_state=seed, callbacks=[Capture()],
-        )
-    except Captured as captured:
-        return captured.args[0]
-    raise RuntimeError("train_encoder did not start training; cannot capture its model")
+    config = TrainingConfig(loss=loss, classes_per_batch=n_classes,
+                            samples_per_class=samples_per_class, epochs=1,
+                            validation_fraction=0.0, random_state=seed)
+    return build_training_run(encoder, X, y, config, input_shape=input_shape).model
 
 
 def training_miss(mode, n_train, epochs_run, max_epochs, train_seconds, budget=900):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import zipfile
 from pathlib import Path
@@ -17,31 +18,53 @@ OMNIGLOT_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
 OMNIGLOT_SHARED_ALPHABETS = ("Greek", "Latin")
 
 
+#: Where the Debian package ``dataset-fashion-mnist`` puts the IDX files.
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_INSTALL_HINT = ("install it with `apt-get install -y dataset-fashion-mnist` (as root; "
+                        "`make bench-quick` does) or set $FASHION_MNIST_DIR")
+
+
+def fashion_mnist_folders():
+    """Folders searched for the Fashion-MNIST IDX files, in order (the library's list)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return [f for f in (FASHION_MNIST_SYSTEM_DIR, os.environ.get("FASHION_MNIST_DIR"),
+                        os.path.join(keras_home, "datasets", "fashion-mnist")) if f]
+
+
+def read_idx(path, ndim):
+    """Array of an IDX ``.gz`` file (big-endian int32 magic and sizes, then uint8 values)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    offset = 4 * (1 + ndim)
+    header = np.frombuffer(data[:offset], ">i4") if len(data) >= offset else np.zeros(1)
+    if header[0] != 2048 + ndim or len(data) != offset + int(np.prod(header[1:])):
+        raise ValueError(f"{str(path)!r} is not a valid IDX file of {ndim} dimension(s)")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(header[1:])
+
+
 @functools.lru_cache(maxsize=2)
 def fashion_mnist(split):
     """Fashion-MNIST ``split`` as (uint8 (n, 28, 28, 1), int64 labels), never downloaded.
 
-    Cached: callers must not modify the arrays (they are read-only).
+    Reads the IDX files itself (no TensorFlow import, so the peer benchmark's PyTorch
+    worker can use it). Cached: callers must not modify the arrays (they are read-only).
     """
-    from embedder.data import _FASHION_FILES, FASHION_MNIST_SYSTEM_DIR, load_fashion_mnist
-
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    folders = [FASHION_MNIST_SYSTEM_DIR, os.environ.get("FASHION_MNIST_DIR"),
-               os.path.join(keras_home, "datasets", "fashion-mnist")]
-    found = any(
-        all(os.path.isfile(os.path.join(folder, f)) for f in _FASHION_FILES[split])
-        for folder in filter(None, folders)
-    )
-    if not found:  # the library would download it; benchmarks must not
-        raise DataUnavailable(
-            "Fashion-MNIST is not installed (looked in "
-            f"{', '.join(filter(None, folders))}); install it with "
-            "`apt-get install -y dataset-fashion-mnist` or set $FASHION_MNIST_DIR"
-        )
-    X, y = load_fashion_mnist(split)
-    X.setflags(write=False)
-    y.setflags(write=False)
-    return X, y
+    images, labels = FASHION_FILES[split]
+    folders = fashion_mnist_folders()
+    for folder in folders:
+        if all(os.path.isfile(os.path.join(folder, f)) for f in (images, labels)):
+            X = read_idx(os.path.join(folder, images), 3)[..., None]
+            y = read_idx(os.path.join(folder, labels), 1).astype(np.int64)
+            X.setflags(write=False)
+            y.setflags(write=False)
+            return X, y
+    # the library would download it; benchmarks must not
+    raise DataUnavailable(f"Fashion-MNIST is not installed (looked in {', '.join(folders)}); "
+                          + FASHION_INSTALL_HINT)
 
 
 def subset_classes(X, y, classes):
@@ -103,10 +126,10 @@ def omniglot(which, input_shape=(28, 28, 1), max_classes=None):
 
     Classes are characters (``"alphabet/characterNN"``); set 2 leaves out the alphabets
     that set 1 also has, so its characters are never seen in training. Images are decoded
-    and resized (antialiased) by :func:`embedder.data.image_batches`. Cached: callers must
+    and resized (antialiased) by :func:`embedder.image_pipeline.image_batches`. Cached: callers must
     not modify the arrays (they are read-only).
     """
-    from embedder.data import image_batches, iterate_batches
+    from embedder.image_pipeline import image_batches, iterate_batches
 
     folder = _unzip(_omniglot_dir() / OMNIGLOT_ZIPS[which - 1])
     skip = OMNIGLOT_SHARED_ALPHABETS if which == 2 else ()

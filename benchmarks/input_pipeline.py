@@ -2,7 +2,7 @@
 
 The same model (the trainer's compiled in-batch model for ``small_cnn`` at 28x28x1, the
 default loss) trains one epoch of P x K batches from
-:func:`embedder.data.training_dataset` fed either the uint8 array or the paths of the same
+:func:`embedder.image_pipeline.training_dataset` fed either the uint8 array or the paths of the same
 Fashion-MNIST images written as PNG (and JPEG) files. Epochs of the variants alternate;
 the first epoch of each is a warm-up (graph tracing, and it brings the files into the OS
 page cache, as in any multi-epoch training run).
@@ -37,7 +37,7 @@ def run(mode, options=None):
     import keras
 
     from embedder import build_encoder
-    from embedder.data import training_dataset
+    from embedder.image_pipeline import training_dataset
     from embedder.sampling import PKSampler
 
     s = SETTINGS[mode]

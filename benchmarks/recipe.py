@@ -49,12 +49,9 @@ def run(args):
         loss=args.loss, margin=args.margin, samples_per_class=args.samples_per_class,
         classes_per_batch=args.classes_per_batch, epochs=args.epochs,
         learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
-        augment=args.augment, random_state=args.seed, verbose=2,
+        augment=args.augment, warmup_epochs=0 if args.no_warmup else 1,
+        random_state=args.seed, verbose=2,
     )
-    if args.no_warmup:
-        import embedder.training as training
-
-        training.train_encoder.__kwdefaults__["warmup_epochs"] = 0
     t0 = time.perf_counter()
     est.fit(X_train, y_train)
     train_s = time.perf_counter() - t0

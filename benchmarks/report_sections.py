@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -196,3 +198,213 @@ SECTIONS = {
     "classification": classification, "retrieval": retrieval,
     "loss_comparison": loss_comparison,
 }
+
+
+def peer(res):
+    s = res["settings"]
+    lines = [f"Network: {res['network']}. Fashion-MNIST hard five "
+             f"{res['protocol']['classes']}, {s['train_n'] or 'all'} train / "
+             f"{s['test_n'] or 'all'} test images, {s['epochs']} epoch(s), P x K = "
+             f"{res['protocol']['P']} x {res['protocol']['K']}; {s['rounds']} round(s), the "
+             "libraries alternating which goes first, each run a fresh process. Ours: "
+             "`TripletEmbedder` default recipe (loss, margin, warm-up + cosine decay, 10 % "
+             "validation with early stopping, diagnostics); PML: TripletMarginLoss(0.2) + "
+             "TripletMarginMiner(0.2, all), MPerClassSampler(m=25, batch 125), Adam 1e-3, "
+             "2 torch threads. Images/s: training images x epochs / wall time of the whole "
+             "training call. Heads: kNN (k=5) and logistic regression "
+             "(`classifiers.make_head`), fitted on the train-split embeddings.", ""]
+    rows = [[r["round"] + 1, r["library"], r["images_per_second"], r["train_seconds"],
+             r["epochs_run"], r["train_images_per_epoch"], r["accuracy"]["knn"],
+             r["accuracy"]["logreg"], r.get("own_cores"), r.get("foreign_cores")]
+            for r in res["runs"]]
+    lines += _table(["round", "library", "images/s", "train s", "epochs", "images/epoch",
+                     "kNN acc", "logreg acc", "own cores", "other processes' cores"], rows)
+    ips, acc = res["images_per_second"], res["accuracy"]
+    lines += ["", f"Medians: ours {ips['ours']['median']:g} images/s vs PML "
+              f"{ips['pml']['median']:g} (ratio {res['ratio_ours_to_pml']['median']:g}, "
+              f"per round {_values(res['ratio_ours_to_pml'])}); kNN {acc['knn']['ours']['median']}"
+              f" vs {acc['knn']['pml']['median']}; logreg {acc['logreg']['ours']['median']} vs "
+              f"{acc['logreg']['pml']['median']}. 'Other processes' cores' is the CPU time "
+              "other processes used during the training call, per second: with 2 cores, "
+              "1.0 leaves a run about half the machine."]
+    return lines
+
+
+def profile_step(res):
+    peak = res["peak"]
+    lines = [f"Peak assumed: {peak['peak_gflops']} GFLOP/s float32 ({peak['assumption']}).", ""]
+    for c in res["configs"]:
+        lines += [f"**{c['encoder']} at {'x'.join(map(str, c['input_shape']))}**, batch "
+                  f"{c['batch']}, forward {c['forward_mflops_per_image']} MFLOP per image "
+                  "(Conv2D and Dense multiply-adds x 2):", ""]
+        for precision, p in c["precisions"].items():
+            ms = p["ms_per_step"]
+            rows = [[b["part"], b["ms"], f"{100 * b['share']:.0f} %"] for b in p["breakdown"]]
+            rows.append(["= fed trainer step", ms["fed_trainer_step"]["median"], "100 %"])
+            rows.append(["cross-entropy step (for comparison)",
+                         ms["cross_entropy_step"]["median"], ""])
+            lines += [f"{precision}:", ""]
+            lines += _table(["part of the step", "ms per step (median)", "share"], rows)
+            gf = p["achieved_gflops"]
+            load = [f for v in p["foreign_cores"].values() for f in v if f is not None]
+            lines += ["", f"Achieved: forward {gf['forward']} GFLOP/s, training step "
+                      f"{gf['trainer_step']} GFLOP/s on one batch, {gf['fed_trainer_step']} "
+                      f"fed by the pipeline ({p['images_per_second']['fed_trainer_step']} "
+                      "images/s); other processes used "
+                      f"{np.median(load) if load else 'n/a'} cores (median over repetitions).",
+                      ""]
+        if "fraction_of_peak_fed_step" in c:
+            lines += [f"Fed float32 training step: {100 * c['fraction_of_peak_fed_step']:.1f} % "
+                      "of the assumed peak.", ""]
+        if "bfloat16_speedup_trainer_step" in c:
+            b = c["bfloat16_speedup_trainer_step"]
+            lines += [f"mixed_bfloat16 / float32 trainer-step speed: {b['median']:g}x "
+                      f"(per round {_values(b)}).", ""]
+    f = res.get("fit_vs_seed")
+    if f:
+        lines += [f"Whole `TripletEmbedder.fit` (seed CNN, 112x112x3, {f['images']} random "
+                  f"images, {f['epochs']} epochs) {f['fit_images_per_second']['median']:g} "
+                  f"images/s vs the seed's eager loop {f['seed_images_per_second']['median']:g}"
+                  f": {f['ratio']['median']:g}x ({f['note']})."]
+    return lines
+
+
+SECTIONS.update({"peer": peer, "profile_step": profile_step})
+
+# ------------------------------------------------------------------ issue 14's table
+
+#: (key, figure, required) of every row of issue 14's target table.
+ISSUE_14_ROWS = (
+    ("hard5", "Fashion-MNIST hard 5, test accuracy, best head", ">= 0.89, training <= 900 s"),
+    ("fmnist10", "Fashion-MNIST 10 classes, test accuracy, best head",
+     ">= 0.935, training <= 900 s"),
+    ("omniglot", "Omniglot, 106 unseen characters, P@1 / MAP@R", ">= 0.85 / >= 0.50"),
+    ("png", "training from PNG files vs from memory", ">= 0.95x"),
+    ("peer_speed", "same CNN, images/s vs pytorch-metric-learning", ">= 1.1x"),
+    ("peer_accuracy", "same CNN, hard-5 accuracy vs pytorch-metric-learning",
+     ">= peer + 0.01 on both heads"),
+    ("fit_vs_seed", "whole `TripletEmbedder.fit` (seed CNN, 112 px, 3 epochs) vs the "
+     "seed's eager loop", ">= 20x"),
+    ("bench_quick", "`make bench-quick` from a clean clone without `../shared/data`",
+     "exit 0, unavailable data sets reported as such"),
+    ("user_shape", "the user's shape: 5 classes, ~900 RGB 112x112 PNGs, `triplet evaluate "
+     "--cv 3` then the refit", "<= 300 s, accuracy not lower"),
+)
+
+
+def _classification(records, key, threshold):
+    r = records.get("classification")
+    if r is None:
+        return None
+    task = r["result"]["tasks"][key]
+    head = max(task["embeddings"], key=lambda h: task["embeddings"][h]["accuracy"])
+    acc, secs = task["embeddings"][head]["accuracy"], task["train_seconds"]
+    return r, f"{acc} ({head}), training {secs} s", acc >= threshold and secs <= 900
+
+
+def _hard5(records):
+    found = _classification(records, "hard_5", 0.89)
+    r = records.get("peer")
+    if r is None or (found and found[0]["mode"] == "full"):
+        return found
+    acc = r["result"]["accuracy"]
+    head = max(acc, key=lambda h: acc[h]["ours"]["median"])
+    secs = float(np.median([x["train_seconds"] for x in r["result"]["runs"]
+                            if x["library"] == "ours"]))
+    value = acc[head]["ours"]["median"]
+    return (r, f"{value} ({head}; peer_cnn, {r['result']['settings']['epochs']} epochs, peer "
+            f"benchmark median), training {secs:g} s", value >= 0.89 and secs <= 900)
+
+
+def _omniglot(records):
+    r = records.get("retrieval")
+    if r is None:
+        return None
+    e = r["result"]["embeddings"]
+    others = "; ".join(f"{size}: {o['precision_at_1']} / {o['map_at_r']}"
+                       for size, o in r["result"].get("embeddings_other_sizes", {}).items())
+    text = f"{e['precision_at_1']} / {e['map_at_r']} (28 px)" + (f"; {others}" if others else "")
+    return r, text, e["precision_at_1"] >= 0.85 and e["map_at_r"] >= 0.50
+
+
+def _png(records):
+    r = records.get("input_pipeline")
+    if r is None or "png" not in r["result"]["ratio_to_memory"]:
+        return None
+    ratio = r["result"]["ratio_to_memory"]["png"]["median"]
+    return r, f"{ratio:g}x", ratio >= 0.95
+
+
+def _peer_speed(records):
+    r = records.get("peer")
+    if r is None:
+        return None
+    res = r["result"]
+    ratio = res["ratio_ours_to_pml"]["median"]
+    return (r, f"{ratio:g}x ({res['images_per_second']['ours']['median']:g} vs "
+            f"{res['images_per_second']['pml']['median']:g} images/s, medians)", ratio >= 1.1)
+
+
+def _peer_accuracy(records):
+    r = records.get("peer")
+    if r is None:
+        return None
+    acc = r["result"]["accuracy"]
+    diffs = {h: acc[h]["ours"]["median"] - acc[h]["pml"]["median"] for h in acc}
+    text = "; ".join(f"{h} {acc[h]['ours']['median']} vs {acc[h]['pml']['median']} "
+                     f"({diffs[h]:+.4f})" for h in acc)
+    return r, text, all(d >= 0.01 for d in diffs.values())
+
+
+def _fit_vs_seed(records):
+    r = records.get("profile_step")
+    f = r and r["result"].get("fit_vs_seed")
+    if not f:
+        return None
+    return (r, f"{f['ratio']['median']:g}x ({f['fit_images_per_second']['median']:g} vs "
+            f"{f['seed_images_per_second']['median']:g} images/s)", f["ratio"]["median"] >= 20)
+
+
+def _user_shape(records):
+    r = records.get("user_shape")
+    if r is None:
+        return None
+    res = r["result"]
+    return r, res["summary"], bool(res["met"])
+
+
+ISSUE_14_MEASURES = {
+    "hard5": _hard5, "fmnist10": lambda rs: _classification(rs, "all_10", 0.935),
+    "omniglot": _omniglot, "png": _png, "peer_speed": _peer_speed,
+    "peer_accuracy": _peer_accuracy, "fit_vs_seed": _fit_vs_seed, "user_shape": _user_shape,
+}
+
+
+def _row_from_history(figure, required, entry):
+    if entry is None:
+        return [figure, required, "n/a", "**NOT MEASURED**", "no measurement and no history"]
+    if "met" in entry:  # measured this session outside the benchmark runner
+        status = "MET" if entry["met"] else "MISSED"
+        return [figure, required, entry["measured"], f"**{status}**", entry["source"]]
+    return [figure, required, f"last known: {entry['value']}",
+            "**NOT RE-MEASURED** this session", f"{entry['source']}; tried: {entry['tried']}"]
+
+
+def issue_14_table(records, history):
+    """Every row of issue 14's target table: MET / MISSED with the measurement, or the
+    last known value (``history``, from ``results/issue14_history.json``) when no results
+    record of this checkout measures it."""
+    by_name = {r["name"]: r for r in records if r["status"] == "ok"}
+    rows = []
+    for key, figure, required in ISSUE_14_ROWS:
+        measure = ISSUE_14_MEASURES.get(key)
+        found = measure(by_name) if measure else None
+        if found is None:
+            rows.append(_row_from_history(figure, required, history.get("rows", {}).get(key)))
+            continue
+        record, text, met = found
+        status = ("MET" if met else "MISSED") + ("" if record["mode"] == "full"
+                                                  else f" ({record['mode']})")
+        rows.append([figure, required, text, f"**{status}**",
+                     f"`{record['name']}` results, {record['started']}"])
+    return _table(["figure", "target", "measured", "status", "source"], rows)

@@ -2,5 +2,6 @@
 saved on embeddings loads without it."""
 
 from classifiers.heads import HEADS, make_head
+from classifiers.open_set import OpenSetClassifier
 
-__all__ = ["HEADS", "make_head"]
+__all__ = ["HEADS", "OpenSetClassifier", "make_head"]

@@ -1,5 +1,6 @@
 """Stage one: encoders, distances, losses, mining, sampling, training and the
-:class:`TripletEmbedder` scikit-learn transformer.
+:class:`TripletEmbedder` (training) and :class:`FrozenEmbedder` (a saved encoder)
+scikit-learn transformers, configured by one :class:`TrainingConfig`.
 
 Attributes are imported lazily, so ``import embedder.metrics`` (NumPy only) does not pay
 for importing TensorFlow.
@@ -18,6 +19,8 @@ _LAZY = {
     "load_dataset": "embedder.data",
     "PKSampler": "embedder.sampling",
     "TripletEmbedder": "embedder.estimator",
+    "FrozenEmbedder": "embedder.frozen",
+    "TrainingConfig": "embedder.config",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,8 +1,11 @@
-"""Keras callbacks of the trainer: validation retrieval scores and collapse detection."""
+"""Keras callbacks of the trainer: validation retrieval, collapse detection, history."""
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -93,6 +96,12 @@ class CollapseDetector(keras.callbacks.Callback):
         self._streak = 0
         self._warned = False
 
+    def on_train_begin(self, logs=None):
+        # One detector object may serve several ``fit`` calls: each starts afresh.
+        self.collapsed_epochs = []
+        self._streak = 0
+        self._warned = False
+
     def is_collapsed(self, logs):
         """Whether the epoch ``logs`` show a collapse."""
         # The training batches' negative distance is the direct signal; the validation
@@ -121,3 +130,58 @@ class CollapseDetector(keras.callbacks.Callback):
             warnings.warn(f"epoch {epoch + 1}: {COLLAPSE_ADVICE}", UserWarning, stacklevel=2)
         if self._streak >= self.patience:
             self.model.stop_training = True
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """The whole run's per-epoch logs, kept across a resume from a checkpoint folder.
+
+    ``keras.callbacks.History`` only holds the epochs of the current ``fit`` call, so a
+    run resumed by ``BackupAndRestore`` would report only its last epochs. This recorder
+    stores the logs in ``checkpoint_dir/history.json`` after every epoch and, when a
+    run resumes at epoch ``e``, continues from the first ``e`` recorded epochs.
+
+    Parameters
+    ----------
+    checkpoint_dir : str, path-like or None
+        Where to keep ``history.json``; None keeps the history in memory only.
+
+    Attributes
+    ----------
+    history : dict of str -> list of float
+        Per-epoch logs of the whole run (non-finite values as ``nan``).
+    """
+
+    def __init__(self, checkpoint_dir=None):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self.history = {}
+
+    @property
+    def _path(self):
+        return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / "history.json"
+
+    def on_train_begin(self, logs=None):
+        self.history = {}
+        path = self._path
+        if path is not None and path.is_file():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                saved = {}  # a damaged history is not worth failing the run for
+            if isinstance(saved, dict):
+                self.history = {k: [math.nan if v is None else float(v) for v in vals]
+                                for k, vals in saved.items() if isinstance(vals, list)}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for key in set(self.history) | set(logs):
+            values = self.history.setdefault(key, [])
+            del values[epoch:]  # a resumed run rewrites the epochs after its backup
+            values.extend([math.nan] * (epoch - len(values)))
+            values.append(float(logs[key]) if key in logs else math.nan)
+        if self._path is not None:
+            from embedder.files import atomic_write_text
+
+            clean = {k: [v if math.isfinite(v) else None for v in vals]
+                     for k, vals in self.history.items()}
+            atomic_write_text(self._path, json.dumps(clean))

@@ -1,9 +1,7 @@
 """Labelled image sources: class folders, ``path,label`` CSV files, built-in data sets.
 
-Also re-exports the decoding helpers and ``tf.data`` pipelines of
-:mod:`embedder.image_pipeline` (:func:`read_image`, :func:`check_images`,
-:func:`image_batches`, :func:`training_dataset`, :func:`offline_triplet_dataset`,
-:func:`decode_errors`, :func:`iterate_batches`), so ``embedder.data`` is the one import.
+Decoding lives in :mod:`embedder.decoding`, the ``tf.data`` pipelines in
+:mod:`embedder.image_pipeline`; each name has one import path.
 """
 
 from __future__ import annotations
@@ -14,23 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.image_pipeline import (
-    IMAGE_EXTENSIONS,
-    TF_EXTENSIONS,
-    check_images,
-    decode_errors,
-    image_batches,
-    iterate_batches,
-    offline_triplet_dataset,
-    read_image,
-    training_dataset,
-)
+from embedder.checks import check_existing_files, few
+from embedder.decoding import IMAGE_EXTENSIONS
 
-__all__ = [
-    "BUILTINS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "TF_EXTENSIONS", "check_images",
-    "decode_errors", "image_batches", "iterate_batches", "load_dataset", "load_fashion_mnist",
-    "offline_triplet_dataset", "read_image", "training_dataset",
-]
+__all__ = ["BUILTINS", "FASHION_MNIST_CLASSES", "load_dataset", "load_fashion_mnist"]
 
 BUILTINS = ("digits", "fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -102,9 +87,8 @@ def _load_digits(split):
 def _check_two_classes(y, where):
     classes = np.unique(y)
     if len(classes) < 2:
-        raise ValueError(
-            f"{where} must hold at least 2 classes, got {len(classes)} ({classes.tolist()})"
-        )
+        raise ValueError(f"{where} must hold at least 2 classes, got {len(classes)} "
+                         f"({few(classes)})")
 
 
 def _load_folder(root):
@@ -138,17 +122,12 @@ def _load_csv(csv):
     if not {"path", "label"} <= set(table.columns):
         raise ValueError(
             f"CSV file {str(csv)!r} must have columns ['path', 'label'], "
-            f"got {list(table.columns)}"
+            f"got {len(table.columns)}: {few(table.columns)}"
         )
     if len(table) == 0 or table[["path", "label"]].isna().any().any():
         raise ValueError(f"CSV file {str(csv)!r} must list images with no empty path or label")
     paths = [str(p) if os.path.isabs(p) else str(csv.parent / p) for p in table["path"]]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise ValueError(
-            f"CSV file {str(csv)!r} lists {len(missing)} missing image file(s), "
-            f"e.g. {missing[:3]}"
-        )
+    check_existing_files(paths, f"CSV file {str(csv)!r}")
     y = table["label"].to_numpy()
     _check_two_classes(y, f"CSV file {str(csv)!r}")
     return np.asarray(paths, dtype=object), y
@@ -193,5 +172,7 @@ def load_dataset(source, *, split="train", input_shape=None):
             f"{list(BUILTINS)}, got {str(source)!r} (which {what})"
         )
     if input_shape is not None:
+        from embedder.image_pipeline import image_batches, iterate_batches
+
         X = np.concatenate(list(iterate_batches(image_batches(X, input_shape))))
     return X, y

@@ -1,46 +1,79 @@
-"""Process-wide caches for frozen encoders.
+"""An embedding cache that the user creates, passes in and owns.
 
-A frozen encoder gives every image the same embedding forever, so a head sweep
-(``GridSearchCV`` over head parameters, ``cross_validate_report`` with several heads)
-should embed each image once, not once per head and fold. Estimators are cloned for every
-fold, so the cache lives at module level, keyed by the encoder file (path, size, mtime)
-and each image's content digest.
+A frozen encoder gives every image the same embedding, so a sweep over *head* parameters
+(``GridSearchCV`` with many candidates and folds) need not embed an image more than
+once. ``FrozenEmbedder(path, cache=EmbeddingCache())`` shares one cache among all clones
+of the estimator (cloning keeps the same cache object: sharing is what it is for). Rows
+are keyed by everything that changes them: the encoder file's digest, the input shape
+and each image's content digest. There is no process-wide cache.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
 import numpy as np
 
 from embedder.fingerprints import image_fingerprints
 
-#: Upper bound on cached embedding rows (128-d float32: 200k rows ~ 100 MB).
-MAX_ROWS = 200_000
-
-
-def file_key(path) -> tuple:
-    """Identity of a saved encoder file: changes when the file is rewritten."""
-    stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-
 
 class EmbeddingCache:
-    """LRU map ``(encoder key, image digest) -> embedding row``."""
+    """LRU map ``(encoder digest, input shape, image digest) -> embedding row``.
 
-    def __init__(self, max_rows=MAX_ROWS):
-        self.max_rows = max_rows
+    Parameters
+    ----------
+    max_rows : int, default=200_000
+        Upper bound on cached rows (128-d float32: 200k rows ~ 100 MB).
+
+    Attributes
+    ----------
+    hits : int
+        Rows served from the cache.
+    misses : int
+        Rows computed.
+    """
+
+    def __init__(self, max_rows=200_000):
+        self.max_rows = int(max_rows)
         self._rows: OrderedDict = OrderedDict()
         self.hits = 0
         self.misses = 0
 
+    def __deepcopy__(self, memo):
+        # sklearn's clone deep-copies non-estimator parameters; clones must share this one
+        return self
+
+    def __getstate__(self):
+        # a pickled pipeline carries the cache's settings, not its rows
+        return {"max_rows": self.max_rows}
+
+    def __setstate__(self, state):
+        self.__init__(state["max_rows"])
+
+    def __repr__(self):
+        return f"EmbeddingCache(max_rows={self.max_rows})"
+
     def clear(self):
+        """Drop every row and reset the counters."""
         self._rows.clear()
         self.hits = self.misses = 0
 
     def embed(self, key, X, compute):
-        """Embeddings of ``X`` under the encoder ``key``; ``compute(X_subset)`` fills gaps."""
+        """Embeddings of ``X`` under ``key``; ``compute(X_subset)`` fills the gaps.
+
+        Parameters
+        ----------
+        key : hashable
+            What identifies the encoder and how images are read.
+        X : ndarray of images, or 1-D array of paths
+            The images.
+        compute : callable
+            Embeds a subset of ``X`` (same form), returning float32 rows.
+
+        Returns
+        -------
+        ndarray of float32, shape (len(X), dim)
+        """
         digests = image_fingerprints(X)
         found = [self._rows.get((key, d)) for d in digests]
         missing = np.flatnonzero([row is None for row in found])
@@ -48,21 +81,11 @@ class EmbeddingCache:
         self.misses += len(missing)
         if len(missing):
             subset = X[missing] if isinstance(X, np.ndarray) else np.asarray(X)[missing]
-            new = compute(subset)
-            for i, row in zip(missing, new, strict=True):
+            for i, row in zip(missing, compute(subset), strict=True):
                 found[i] = row
                 self._rows[(key, digests[i])] = row
         for d in digests:
-            if (key, d) in self._rows:
-                self._rows.move_to_end((key, d))
+            self._rows.move_to_end((key, d))
         while len(self._rows) > self.max_rows:
             self._rows.popitem(last=False)
-        if not found:
-            return np.zeros((0, 0), dtype=np.float32)
         return np.stack(found).astype(np.float32, copy=False)
-
-
-#: Shared by every TripletEmbedder of the process.
-CACHE = EmbeddingCache()
-#: Loaded frozen encoders: file key -> (keras model, training fingerprints).
-ENCODERS: dict = {}

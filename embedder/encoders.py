@@ -4,8 +4,9 @@ Every encoder takes float32 pixels on the 0..255 scale, shape ``(batch, h, w, c)
 any ``h, w`` and the channel count of ``input_shape``; channel conversion, resizing to the
 backbone's resolution and rescaling happen inside the model (:mod:`embedder.preprocessing`),
 so a saved ``.keras`` encoder takes raw images of any size. The output is float32
-``(batch, embedding_dim)`` with each *row* L2-normalised by ``keras.layers.UnitNormalization``
-(kept in float32 under a mixed-precision policy).
+``(batch, embedding_dim)`` with each *row* L2-normalised by :class:`SafeUnitNormalization`
+(kept in float32 under a mixed-precision policy), so every row has unit norm for every
+input, also when the vector before normalisation is zero or tiny.
 
 New encoders are added with :func:`register_encoder`::
 
@@ -19,11 +20,12 @@ New encoders are added with :func:`register_encoder`::
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Callable
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from embedder.preprocessing import check_input_shape, preprocess, target_size
 
@@ -64,11 +66,54 @@ def available_encoders() -> list[str]:
     return sorted(ENCODERS)
 
 
+@keras.saving.register_keras_serializable(package="embedder")
+class SafeUnitNormalization(layers.Layer):
+    """Per-row L2 normalisation whose output rows have unit norm for every input.
+
+    ``keras.layers.UnitNormalization`` computes ``x * rsqrt(max(sum(x**2), 1e-12))``: a row
+    whose norm is below 1e-6 comes out shorter than 1 (an all-zero row stays zero), and a
+    row with elements above ~1e19 overflows the squared sum to ``inf`` (a zero row). This
+    layer, in float32 whatever the policy:
+
+    - divides each row by its largest absolute element first (which does not change the
+      direction), so the squared sum lies in ``[1, dim]``: exact for tiny and huge rows;
+    - maps a row with an infinite element to the direction of its infinite elements
+      (``sign(x)`` there, 0 elsewhere), the limit of ``x / ||x||`` (float16 overflow);
+    - maps an all-zero row, which has no direction, to the fixed unit vector
+      ``e_1 = (1, 0, ..., 0)``: deterministic, and its gradient is zero (TensorFlow
+      flushes subnormal floats to zero on CPU, so a row of subnormals counts as zero);
+    - leaves a row with a NaN element NaN (no direction can be read from it).
+
+    Gradients are finite everywhere (the ``where`` branches never divide by zero).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        # x / ||x|| does not depend on the scale, so the scale carries no gradient
+        scale = ops.stop_gradient(ops.max(ops.abs(x), axis=-1, keepdims=True))
+        finite = ops.isfinite(scale)
+        usable = ops.logical_and(scale > 0, finite)
+        z = x / ops.where(usable, scale, ops.ones_like(scale))
+        z = ops.where(finite, z, ops.where(ops.isinf(x), ops.sign(x), ops.zeros_like(x)))
+        squared = ops.sum(z * z, axis=-1, keepdims=True)
+        nonzero = ops.logical_or(usable, ops.logical_not(finite))
+        norm = ops.sqrt(ops.where(nonzero, squared, ops.ones_like(squared)))
+        basis = ops.one_hot(ops.zeros_like(x[..., 0], dtype="int32"), ops.shape(x)[-1])
+        return ops.where(nonzero, z / norm, ops.cast(basis, x.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def embedding_head(features, embedding_dim):
-    """Dense projection to ``embedding_dim`` then per-row L2 normalisation in float32."""
+    """Dense projection to ``embedding_dim`` then :class:`SafeUnitNormalization` per row."""
     x = layers.Dense(embedding_dim, name="embedding")(features)
-    # float32 so the squared norm cannot overflow under a float16 policy
-    return layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(x)
+    # float32 so the normalisation is exact under a float16 policy
+    return SafeUnitNormalization(dtype="float32", name="l2_normalize")(x)
 
 
 def _conv_bn_relu(x, filters, name):
@@ -113,8 +158,24 @@ def _small_cnn(inputs, *, input_shape, embedding_dim, weights):
 def _application(app, mode, inputs, input_shape, embedding_dim, weights):
     size = target_size(input_shape, 32)  # Keras Applications need at least 32 px
     x = preprocess(inputs, size=size, channels=3, mode=mode)
-    backbone = app(input_shape=(*size, 3), include_top=False, weights=weights, pooling="avg")
+    try:
+        backbone = app(input_shape=(*size, 3), include_top=False, weights=weights,
+                       pooling="avg")
+    except Exception as err:  # Keras's download raises a bare Exception offline
+        if weights != "imagenet":
+            raise
+        raise ValueError(_imagenet_unavailable(err)) from err
     return embedding_head(backbone(x), embedding_dim)
+
+
+def _imagenet_unavailable(err) -> str:
+    """Name the file Keras looks for in its cache, so an offline user can put it there."""
+    found = re.search(r"https?://\S+/([^/\s:]+\.h5)", str(err))
+    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
+                         "models")
+    target = os.path.join(cache, found.group(1)) if found else f"a file in {cache}"
+    return (f"weights='imagenet' could not be downloaded ({' '.join(str(err).split())[:200]});"
+            f" offline, copy the Keras Applications weights file to {target}")
 
 
 @register_encoder("mobilenet_v2", loads_weights=True)
@@ -132,12 +193,12 @@ def _resnet50(inputs, *, input_shape, embedding_dim, weights):
 
 
 def _check_weights(weights):
-    if weights is None:
-        return None
+    if weights is None or weights == "imagenet":
+        return weights
     if not isinstance(weights, str | os.PathLike) or not os.path.isfile(weights):
         raise ValueError(
-            "weights must be None or the path of an existing local weights file "
-            f"(nothing is downloaded), got {weights!r}"
+            "weights must be None, 'imagenet' or the path of an existing local weights "
+            f"file, got {weights!r}"
         )
     return os.fspath(weights)
 
@@ -170,6 +231,9 @@ def build_encoder(name="seed_cnn", input_shape=(112, 112, 3), embedding_dim=128,
     if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
         raise ValueError(f"embedding_dim must be a positive integer, got {embedding_dim!r}")
     weights = _check_weights(weights)
+    if weights == "imagenet" and name not in _LOADS_OWN_WEIGHTS:
+        raise ValueError(f"weights='imagenet' is only for Keras Applications backbones "
+                         f"({', '.join(sorted(_LOADS_OWN_WEIGHTS))}), got encoder={name!r}")
     inputs = keras.Input(shape=(None, None, shape[-1]), dtype="float32", name="images")
     backbone_weights = weights if name in _LOADS_OWN_WEIGHTS else None
     try:
@@ -186,15 +250,18 @@ def build_encoder(name="seed_cnn", input_shape=(112, 112, 3), embedding_dim=128,
     return model
 
 
-def load_encoder(path):
-    """Load a saved ``.keras`` encoder; ``ValueError`` naming ``path`` if it is not one."""
+def load_encoder(path, *, safe_mode=True):
+    """Load a saved ``.keras`` encoder; ``ValueError`` naming ``path`` if it is not one.
+
+    ``safe_mode=True`` (Keras's own) refuses archives that would run arbitrary code.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"encoder file {path!r} does not exist")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"encoder file {path!r} is not a Keras model (.keras zip archive)")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as err:  # Keras raises many types for a damaged archive
         raise ValueError(f"encoder file {path!r} is not a loadable Keras model: {err}") from err
     if not isinstance(model, keras.Model):

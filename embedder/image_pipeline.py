@@ -1,14 +1,13 @@
-"""Decoding image files and the ``tf.data`` pipelines that feed encoders.
+"""The ``tf.data`` pipelines that feed encoders: inference batches and training batches.
 
 Pixels are float32 on the 0..255 scale; the pipelines only bring every image of a batch to
 ``input_shape`` (resizing to the backbone happens inside encoders). Files are streamed from
-disk, never loaded into memory all at once: PNG, JPEG and GIF are decoded by TensorFlow,
-every other format (BMP, PGM/PPM/PBM, TIFF, WebP) by Pillow. Public names are re-exported
-by :mod:`embedder.data`.
-
-A file that cannot be decoded stops a pipeline with a ``tf.errors.InvalidArgumentError``
-whose message names the file; iterate inside :func:`decode_errors` (or through
+disk, never loaded into memory all at once, and decoded in parallel by
+:mod:`embedder.decoding`. A file that cannot be decoded stops a pipeline with a TensorFlow
+error naming it; iterate inside :func:`embedder.decoding.decode_errors` (or through
 :func:`iterate_batches`) to get a ``ValueError`` instead::
+
+    from embedder.decoding import decode_errors
 
     with decode_errors():
         model.fit(training_dataset(paths, y, sampler, input_shape), ...)
@@ -16,114 +15,42 @@ whose message names the file; iterate inside :func:`decode_errors` (or through
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from embedder.preprocessing import check_input_shape, convert_channels
-
-IMAGE_EXTENSIONS = (
-    ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"
+from embedder.checks import check_existing_files, check_images, column_labels, is_paths
+from embedder.decoding import (
+    TF_EXTENSIONS,
+    assert_decoded,
+    decode_errors,
+    decode_file,
+    fit_to_shape,
 )
-# decoded in-graph by TensorFlow; BMP goes through Pillow, which reads more BMP variants
-TF_EXTENSIONS = (".gif", ".jpeg", ".jpg", ".png")
-_MARK = "embedder: cannot decode image file"
-_MARK_RE = re.compile(re.escape(f"[{_MARK}] [") + r"(.*)\] \[:end\]")
+from embedder.preprocessing import check_input_shape
+
+__all__ = ["image_batches", "iterate_batches", "offline_triplet_dataset", "training_dataset"]
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _pil_array(path, channels):
-    """Decode ``path`` with Pillow to uint8 ``(h, w, channels)``; ValueError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith(("I", "F")):  # 16/32-bit grey: scale 16-bit to 0..255
-                a = np.asarray(img, dtype=np.float64)
-                a = a / 257.0 if img.mode.startswith("I;16") or a.max() > 255 else a
-                img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-            img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
-            return np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, channels)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
-
-
-def _fit(images, shape):
-    """Float32 image(s) ``(..., h, w, c)`` converted and resized to ``shape``."""
-    images = convert_channels(tf.cast(images, tf.float32), shape[2])
-    if tuple(images.shape[-3:-1]) != shape[:2]:  # unknown (None) sizes are always resized
-        images = tf.image.resize(images, shape[:2], antialias=True)
-    return images
-
-
-def read_image(path, input_shape):
-    """Read one image file as float32 ``input_shape`` pixels on the 0..255 scale (Pillow).
-
-    Raises ``ValueError`` naming the file if it is unreadable, corrupt or not an image.
-    """
-    shape = check_input_shape(input_shape)
-    return _fit(_pil_array(os.fspath(path), shape[2]), shape).numpy()
-
-
-def check_images(X, name="X"):
-    """Validate an in-memory image array: numeric, 4-D ``(n, h, w, c)``, finite."""
-    X = np.asarray(X)
-    if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
-        raise TypeError(f"{name} must hold numeric pixel values, got dtype {X.dtype}")
-    if X.ndim != 4:
-        raise ValueError(f"{name} must be a 4-D array (n, height, width, channels), got "
-                         f"shape {X.shape}")
-    if np.issubdtype(X.dtype, np.floating):
-        step = max(1, 2**24 // max(1, X[:1].size))  # chunks of ~16M values: bounded memory
-        bad = sum(int((~np.isfinite(X[i : i + step])).sum()) for i in range(0, len(X), step))
-        if bad:
-            raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
-    return X
-
-
-def _decode(path, use_tf, channels):
-    """Decode one file to float32 (h, w, channels): TensorFlow where ``use_tf``, else Pillow.
-
-    ``use_tf`` is a Python bool when every file takes the same decoder (no ``tf.cond``,
-    which costs throughput), else a boolean tensor.
-    """
-
-    def tf_decode():  # always 3 channels: TensorFlow's GIF decoder cannot give grey
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return convert_channels(tf.cast(img, tf.float32), channels)
-
-    def pil_decode():
-        img = tf.numpy_function(lambda p: _pil_array(p.decode(), channels), [path], tf.uint8)
-        return tf.cast(tf.ensure_shape(img, (None, None, channels)), tf.float32)
-
-    if isinstance(use_tf, bool):
-        return tf_decode() if use_tf else pil_decode()
-    return tf.cond(use_tf, tf_decode, pil_decode)
-
-
 def _as_paths(X, name="X"):
-    """``X`` as a list of existing file paths, or ``None`` if it is not 1-D (an array)."""
-    if getattr(np.asarray(X, dtype=object) if isinstance(X, list | tuple) else X, "ndim", 0) != 1:
+    """``X`` as a list of existing file paths, or ``None`` if it is not paths (an array)."""
+    if not is_paths(X):
         return None
-    if not all(isinstance(p, str | os.PathLike) for p in X):
-        raise TypeError(f"{name} must be a 4-D image array or a 1-D list of image paths")
-    paths = [os.fspath(p) for p in X]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise ValueError(f"{name} lists {len(missing)} missing image file(s), e.g. {missing[:3]}")
-    return paths
+    values = X.tolist() if hasattr(X, "tolist") else X
+    return check_existing_files([os.fspath(p) for p in values], name)
 
 
 def _decoded_batches(index_batches, paths, input_shape):
     """Map a dataset of int64 index vectors to ``(images, indices)`` decoded from ``paths``.
 
     Each batch is decoded in parallel with errors dropped (``ignore_errors``); a sentinel
-    element then reveals any dropped image, and an ``Assert`` names the first such file.
+    element then reveals any dropped image, and :func:`~embedder.decoding.assert_decoded`
+    names the first such file.
     """
     paths_t = tf.constant(paths, dtype=tf.string)
     use_tf = [Path(p).suffix.lower() in TF_EXTENSIONS for p in paths]
@@ -132,15 +59,13 @@ def _decoded_batches(index_batches, paths, input_shape):
 
     def decode(i):
         flag = use_tf if isinstance(use_tf, bool) else use_tf[i]
-        return i, _fit(_decode(paths_t[i], flag, input_shape[2]), input_shape)
+        return i, fit_to_shape(decode_file(paths_t[i], flag, input_shape[2]), input_shape)
 
     def check(got, images, expected):
         got = tf.concat([got[:-1], -tf.ones_like(expected)], 0)[: tf.size(expected)]
         wrong = tf.not_equal(got, expected)
         first = tf.argmax(tf.cast(wrong, tf.int32))
-        tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(wrong)), [_MARK, paths_t[expected[first]], ":end"]
-        )
+        assert_decoded(tf.logical_not(tf.reduce_any(wrong)), paths_t[expected[first]])
         return tf.ensure_shape(images[:-1], (None, *input_shape)), expected
 
     def one_batch(indices):
@@ -152,31 +77,19 @@ def _decoded_batches(index_batches, paths, input_shape):
     return index_batches.flat_map(one_batch)
 
 
-@contextlib.contextmanager
-def decode_errors():
-    """Turn pipeline errors caused by an undecodable file into ``ValueError`` naming it.
-
-    Wrap the code that iterates a dataset from :func:`image_batches`,
-    :func:`training_dataset` or :func:`offline_triplet_dataset` (a ``for`` loop,
-    ``model.fit``, ``model.predict``) in ``with decode_errors():``.
-    """
-    try:
-        yield
-    except tf.errors.OpError as err:
-        match = _MARK_RE.search(str(err))
-        if match is None:
-            raise
-        path = match.group(1)
-        try:
-            _pil_array(path, 3)
-            reason = "TensorFlow could not decode it"
-        except ValueError as pil_err:
-            reason = str(pil_err.__cause__ or pil_err)
-        raise ValueError(f"cannot read image file {path!r}: {reason}") from None
-
-
 def iterate_batches(dataset):
-    """Iterate ``dataset`` as NumPy arrays inside :func:`decode_errors`."""
+    """Iterate ``dataset`` as NumPy arrays inside :func:`~embedder.decoding.decode_errors`.
+
+    Parameters
+    ----------
+    dataset : tf.data.Dataset
+        A pipeline of this module.
+
+    Yields
+    ------
+    numpy.ndarray or tuple of numpy.ndarray
+        One element of ``dataset``.
+    """
     with decode_errors():
         yield from dataset.as_numpy_iterator()
 
@@ -187,7 +100,8 @@ def image_batches(X, input_shape, batch_size=256):
 
     ``X`` is a 4-D array (sliced batch by batch, so memory stays bounded) or a 1-D array /
     list of image paths (decoded in parallel, prefetched). Iterate inside
-    :func:`decode_errors` to get a ``ValueError`` naming an undecodable file.
+    :func:`~embedder.decoding.decode_errors` to get a ``ValueError`` naming an
+    undecodable file.
     """
     shape = check_input_shape(input_shape)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -206,16 +120,15 @@ def image_batches(X, input_shape, batch_size=256):
 
         spec = tf.TensorSpec((None, *X.shape[1:]), tf.as_dtype(X.dtype))
         ds = tf.data.Dataset.from_generator(slices, output_signature=spec)
-        ds = ds.map(lambda b: _fit(b, shape), AUTOTUNE)
+        ds = ds.map(lambda b: fit_to_shape(b, shape), AUTOTUNE)
     # a known length: Keras's predict() warns "ran out of data" on unknown cardinality
     n_batches = -(-len(X) // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(AUTOTUNE)
 
 
 def _encode_labels(y, n):
-    y = np.asarray(y)
-    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or len(y) != n:
+    y = column_labels(y)
+    if len(y) != n:
         raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         y = np.unique(y, return_inverse=True)[1]
@@ -236,7 +149,7 @@ def _gather_dataset(X, index_batches, input_shape):
     def lookup(idx):
         images = tf.numpy_function(gather, [idx], tf.as_dtype(X.dtype))
         images = tf.ensure_shape(images, (None, *X.shape[1:]))
-        return _fit(images, shape), idx
+        return fit_to_shape(images, shape), idx
 
     return index_batches.map(lookup, AUTOTUNE)
 
@@ -251,8 +164,11 @@ def training_dataset(X, y, sampler, input_shape, augment=False):
     """
     n = len(X)
     labels = tf.constant(_encode_labels(y, n))
+    # Every iterator replays the sampler from its state now: under a tf.distribute
+    # strategy Keras's fit reads a batch to build the model, then starts a new iterator;
+    # without the copy that shifted the batches, so 1 and 2 replicas trained on other data.
     indices = tf.data.Dataset.from_generator(
-        lambda: iter(sampler), output_signature=tf.TensorSpec((None,), tf.int64)
+        lambda: iter(copy.deepcopy(sampler)), output_signature=tf.TensorSpec((None,), tf.int64)
     )
     ds = _gather_dataset(X, indices, input_shape)
     ds = ds.map(lambda images, idx: (images, tf.gather(labels, idx)))

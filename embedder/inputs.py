@@ -1,4 +1,4 @@
-"""Helpers of :class:`~embedder.estimator.TripletEmbedder` for its three input forms."""
+"""The embedders' three input forms (4-D images, flattened rows, image paths) and shapes."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import os
 
 import numpy as np
 
+from embedder.checks import is_paths
 
-def is_paths(X):
-    """Whether ``X`` is a non-empty list/1-D array of image paths."""
-    if isinstance(X, np.ndarray):
-        return X.ndim == 1 and X.dtype.kind in "USO" and len(X) > 0 and isinstance(
-            X.flat[0], (str, os.PathLike)
-        )
-    if isinstance(X, (list, tuple)) and X:
-        return all(isinstance(x, (str, os.PathLike)) for x in X)
-    return False
+
+def as_paths(X):
+    """``X`` as a 1-D object array of path strings, or None when it is not paths."""
+    if not is_paths(X):
+        return None
+    values = X.tolist() if hasattr(X, "tolist") else X
+    return np.asarray([os.fspath(p) for p in values], dtype=object)
 
 
 def is_int_triple(shape):

@@ -4,7 +4,21 @@ Every function takes ``(labels, embeddings)`` of one batch (labels (B,) or (B, 1
 or string-encoded integer; embeddings (B, D) of any float dtype), computes in float32 and
 returns a scalar. Let ``d`` be the chosen distance (see :mod:`embedder.distances`); a
 triplet ``(a, p, n)`` is valid when ``a != p``, ``y_a == y_p`` and ``y_n != y_a``. A batch
-without anything valid gives a loss of 0, never NaN.
+without anything valid gives a loss of 0, never NaN. Values and gradients are finite for
+every finite input; non-finite embeddings raise (see :mod:`embedder.distances`).
+
+Each in-batch loss is a ratio ``sum / count`` over its terms (hinges, anchors, pairs): a
+private ``*_terms`` function computes both from a :class:`embedder.mining.BatchView`, so
+:class:`embedder.trainer_model.InBatchTrainer` derives the loss and its diagnostics from one
+distance matrix, and ``cross_replica=True`` divides each replica's sum by the count of the
+whole global batch.
+
+``cross_replica=True`` (under a ``tf.distribute`` strategy with several replicas): the
+embeddings and labels of every replica are all-gathered, the local anchors are scored
+against the global batch, and each replica returns ``n_replicas * (its anchors' share of
+the global loss)``, so that the mean over replicas is the global-batch loss, and Keras's
+scaling of the loss by ``1 / n_replicas`` followed by its sum of the replicas' gradients
+gives the gradient of the global-batch loss. Outside such a context it changes nothing.
 
 The :class:`keras.losses.Loss` subclasses are called by Keras as
 ``loss(y_true=labels, y_pred=embeddings)``. A batch loss is one number, so ``call`` returns
@@ -17,16 +31,14 @@ loss by their mean.
 import keras
 from keras import ops
 
-from embedder.distances import check_distance, paired_distances, pairwise_distances
+from embedder.distances import check_distance, paired_distances
 from embedder.mining import (
-    batch_all_hinge_stats,
+    batch_all_stats,
+    batch_view,
     check_margin,
-    hardest_negative_distance,
-    hardest_positive_distance,
-    negative_mask,
-    positive_mask,
-    prepare_inputs,
-    semi_hard_negative_distance,
+    hardest_negative,
+    hardest_positive,
+    semi_hard_negative,
 )
 
 DEFAULT_MARGINS = {
@@ -38,31 +50,78 @@ DEFAULT_MARGINS = {
 }
 
 
-def _masked_mean(values, mask):
-    mask = ops.cast(mask, "float32")
-    total = ops.sum(values * mask)
-    count = ops.sum(mask)
-    return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+def _count(mask):
+    return ops.sum(ops.cast(mask, "float32"))
 
 
-def _distances(labels, embeddings, margin, distance):
+def batch_all_terms(view, margin):
+    """``(hinge_sum, n_active, n_valid)`` of batch-all over the view's anchors."""
+    return batch_all_stats(view.distances, view.positives, view.negatives, margin)
+
+
+def batch_hard_terms(view, margin, soft=False):
+    """``(sum of l_a, number of anchors with a positive and a negative)``."""
+    gap = hardest_positive(view.distances, view.positives) - hardest_negative(
+        view.distances, view.negatives
+    )
+    # softplus is computed stably (no overflow of exp for large gaps); no margin with it.
+    per_anchor = ops.softplus(gap) if soft else ops.relu(gap + margin)
+    valid = ops.logical_and(ops.any(view.positives, axis=1), ops.any(view.negatives, axis=1))
+    return ops.sum(ops.where(valid, per_anchor, 0.0)), _count(valid)
+
+
+def semi_hard_terms(view, margin):
+    """``(sum of hinges, number of (a, p) pairs whose anchor has a negative)``."""
+    d = view.distances
+    hinge = ops.relu(d - semi_hard_negative(d, view.negatives) + margin)
+    valid = ops.logical_and(view.positives, ops.any(view.negatives, axis=1)[:, None])
+    return ops.sum(ops.where(valid, hinge, 0.0)), _count(valid)
+
+
+def contrastive_terms(view, margin):
+    """``(half the sum of pair terms, number of pairs i != j)``."""
+    d = view.distances
+    terms = ops.where(
+        view.positives,
+        ops.square(d),
+        ops.where(view.negatives, ops.square(ops.relu(margin - d)), 0.0),
+    )
+    pairs = ops.logical_or(view.positives, view.negatives)
+    return 0.5 * ops.sum(terms), _count(pairs)
+
+
+def reduce_terms(total, count, context=None):
+    """``total / count`` (0 when ``count`` is 0), over the global batch under ``context``.
+
+    With a replica context, ``count`` is summed over the replicas and the result is
+    ``n_replicas * total / global count`` (see the module notes on ``cross_replica``).
+    """
+    if context is None:
+        return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+    import tensorflow as tf
+
+    count = context.all_reduce(tf.distribute.ReduceOp.SUM, ops.stop_gradient(count))
+    share = ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+    return share * float(context.num_replicas_in_sync)
+
+
+def _view(labels, embeddings, margin, distance, cross_replica):
     check_margin(margin)
     check_distance(distance)
-    labels, embeddings = prepare_inputs(labels, embeddings)
-    return labels, pairwise_distances(embeddings, distance)
+    if not isinstance(cross_replica, bool):
+        raise TypeError(f"cross_replica must be True or False, got {cross_replica!r}")
+    return batch_view(labels, embeddings, distance, cross_replica)
 
 
-def batch_all_fraction_positive(labels, embeddings, margin=0.2, distance="euclidean"):
-    """Fraction of valid triplets with a positive hinge, ``#(l > 1e-16) / #valid``.
-
-    ``l = max(d_ap - d_an + margin, 0)``; 0 when the batch has no valid triplet.
-    """
-    labels, d = _distances(labels, embeddings, margin, distance)
-    _, n_positive, n_valid = batch_all_hinge_stats(d, labels, margin)
-    return ops.where(n_valid > 0, n_positive / ops.maximum(n_valid, 1.0), 0.0)
+def _check_soft(soft):
+    if not isinstance(soft, bool):
+        raise TypeError(f"soft must be True or False, got {soft!r}")
+    return soft
 
 
-def batch_all_triplet_loss(labels, embeddings, margin=0.2, distance="euclidean"):
+def batch_all_triplet_loss(
+    labels, embeddings, margin=0.2, distance="euclidean", *, cross_replica=False
+):
     """Batch-all triplet loss, averaged over the triplets that still violate the margin.
 
     .. math:: L = \\frac{\\sum_{(a,p,n)\\ valid} l_{apn}}{\\#\\{l_{apn} > 10^{-16}\\}},
@@ -71,35 +130,66 @@ def batch_all_triplet_loss(labels, embeddings, margin=0.2, distance="euclidean")
     and 0 when no hinge is positive (Hermans, Beyer & Leibe 2017, "In Defense of the
     Triplet Loss for Person Re-Identification", batch all). The (B, B, B) hinges are
     computed over chunks of anchors (:data:`embedder.mining.BATCH_ALL_CHUNK_ELEMENTS`).
+
+    Parameters
+    ----------
+    labels : array-like of shape (B,) or (B, 1)
+        Integer or string-encoded integer class ids.
+    embeddings : array-like of shape (B, D)
+        Any float dtype; computed in float32.
+    margin : float, default=0.2
+    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+    cross_replica : bool, default=False
+        Mine over the batch all-gathered from every replica (see the module notes).
+
+    Returns
+    -------
+    float32 scalar tensor
     """
-    labels, d = _distances(labels, embeddings, margin, distance)
-    hinge_sum, n_positive, _ = batch_all_hinge_stats(d, labels, margin)
-    return ops.where(n_positive > 0, hinge_sum / ops.maximum(n_positive, 1.0), 0.0)
+    view = _view(labels, embeddings, margin, distance, cross_replica)
+    hinge_sum, n_active, _ = batch_all_terms(view, margin)
+    return reduce_terms(hinge_sum, n_active, view.context)
 
 
-def batch_hard_triplet_loss(labels, embeddings, margin=0.2, distance="euclidean", soft=False):
+def batch_hard_triplet_loss(
+    labels, embeddings, margin=0.2, distance="euclidean", soft=False, *, cross_replica=False
+):
     """Batch-hard triplet loss (Hermans, Beyer & Leibe 2017).
 
     For each anchor with at least one positive and one negative,
 
     .. math:: l_a = \\max(\\max_p d_{ap} - \\min_n d_{an} + m, 0)
 
-    or, with ``soft=True``, :math:`\\log(1 + \\exp(\\max_p d_{ap} - \\min_n d_{an} + m))`
-    (the paper's soft margin is ``margin=0``); the loss is the mean of :math:`l_a` over
-    those anchors, 0 when there is none.
+    or, with ``soft=True`` (the paper's soft margin, as in TF-Addons),
+    :math:`l_a = \\log(1 + \\exp(\\max_p d_{ap} - \\min_n d_{an}))`: the margin is not
+    used then (ignored, not an error). The loss is the mean of :math:`l_a` over those
+    anchors, 0 when there is none.
+
+    Parameters
+    ----------
+    labels : array-like of shape (B,) or (B, 1)
+        Integer or string-encoded integer class ids.
+    embeddings : array-like of shape (B, D)
+        Any float dtype; computed in float32.
+    margin : float, default=0.2
+        Ignored when ``soft=True``.
+    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+    soft : bool, default=False
+    cross_replica : bool, default=False
+        Mine over the batch all-gathered from every replica (see the module notes).
+
+    Returns
+    -------
+    float32 scalar tensor
     """
-    if not isinstance(soft, bool):
-        raise TypeError(f"soft must be True or False, got {soft!r}")
-    labels, d = _distances(labels, embeddings, margin, distance)
-    gap = hardest_positive_distance(d, labels) - hardest_negative_distance(d, labels) + margin
-    per_anchor = ops.softplus(gap) if soft else ops.relu(gap)
-    valid = ops.logical_and(
-        ops.any(positive_mask(labels), axis=1), ops.any(negative_mask(labels), axis=1)
-    )
-    return _masked_mean(per_anchor, valid)
+    _check_soft(soft)
+    view = _view(labels, embeddings, margin, distance, cross_replica)
+    return reduce_terms(*batch_hard_terms(view, margin, soft), view.context)
 
 
-def semi_hard_triplet_loss(labels, embeddings, margin=0.2, distance="euclidean"):
+def semi_hard_triplet_loss(
+    labels, embeddings, margin=0.2, distance="euclidean", *, cross_replica=False
+):
     """Semi-hard triplet loss (Schroff, Kalenichenko & Philbin 2015, FaceNet).
 
     For each valid pair (a, p) whose anchor has a negative, :math:`d_{an^*}` is the
@@ -109,28 +199,69 @@ def semi_hard_triplet_loss(labels, embeddings, margin=0.2, distance="euclidean")
     .. math:: L = \\operatorname{mean}_{(a,p)} \\max(d_{ap} - d_{an^*} + m, 0)
 
     and 0 when there is no such pair. O(B^2) memory.
+
+    Parameters
+    ----------
+    labels : array-like of shape (B,) or (B, 1)
+        Integer or string-encoded integer class ids.
+    embeddings : array-like of shape (B, D)
+        Any float dtype; computed in float32.
+    margin : float, default=0.2
+    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+    cross_replica : bool, default=False
+        Mine over the batch all-gathered from every replica (see the module notes).
+
+    Returns
+    -------
+    float32 scalar tensor
     """
-    labels, d = _distances(labels, embeddings, margin, distance)
-    hinge = ops.relu(d - semi_hard_negative_distance(d, labels) + margin)
-    has_negative = ops.any(negative_mask(labels), axis=1)
-    valid = ops.logical_and(positive_mask(labels), has_negative[:, None])
-    return _masked_mean(hinge, valid)
+    view = _view(labels, embeddings, margin, distance, cross_replica)
+    return reduce_terms(*semi_hard_terms(view, margin), view.context)
 
 
-def contrastive_loss(labels, embeddings, margin=0.5, distance="euclidean"):
+def contrastive_loss(labels, embeddings, margin=0.5, distance="euclidean", *, cross_replica=False):
     """Contrastive loss over all pairs ``i != j`` (Hadsell, Chopra & LeCun 2006).
 
     .. math:: L = \\tfrac12 \\operatorname{mean}_{i \\neq j}
               \\left(s_{ij} d_{ij}^2 + (1 - s_{ij}) \\max(m - d_{ij}, 0)^2\\right)
 
     with :math:`s_{ij} = [y_i = y_j]`; 0 for a batch of one.
+
+    Parameters
+    ----------
+    labels : array-like of shape (B,) or (B, 1)
+        Integer or string-encoded integer class ids.
+    embeddings : array-like of shape (B, D)
+        Any float dtype; computed in float32.
+    margin : float, default=0.5
+    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+    cross_replica : bool, default=False
+        Mine over the batch all-gathered from every replica (see the module notes).
+
+    Returns
+    -------
+    float32 scalar tensor
     """
-    labels, d = _distances(labels, embeddings, margin, distance)
-    same = ops.cast(positive_mask(labels), "float32")
-    different = ops.cast(negative_mask(labels), "float32")
-    terms = same * ops.square(d) + different * ops.square(ops.relu(margin - d))
-    n = ops.cast(ops.shape(d)[0], "float32")
-    return 0.5 * ops.sum(terms) / ops.maximum(n * (n - 1.0), 1.0)
+    view = _view(labels, embeddings, margin, distance, cross_replica)
+    return reduce_terms(*contrastive_terms(view, margin), view.context)
+
+
+def in_batch_loss(name, view, margin, soft=False):
+    """``(loss, batch-all terms or None)`` of the in-batch loss ``name`` on ``view``.
+
+    The batch-all terms are returned when the loss computed them anyway (``batch_all``),
+    so that the trainer's active-triplet fraction reuses them.
+    """
+    if name == "batch_all":
+        terms = batch_all_terms(view, margin)
+        return reduce_terms(terms[0], terms[1], view.context), terms
+    if name == "batch_hard":
+        return reduce_terms(*batch_hard_terms(view, margin, soft), view.context), None
+    if name == "semi_hard":
+        return reduce_terms(*semi_hard_terms(view, margin), view.context), None
+    if name == "contrastive":
+        return reduce_terms(*contrastive_terms(view, margin), view.context), None
+    raise ValueError(f"loss must be one of {sorted(IN_BATCH)}, got {name!r}")
 
 
 def _triplet_hinges(anchor, positive, negative, margin, distance):
@@ -154,7 +285,18 @@ def triplet_loss(anchor, positive, negative, margin=0.2, distance="euclidean"):
 
 
 class _BatchLoss(keras.losses.Loss):
-    """Keras wrapper of a batch-level loss function ``fn(labels, embeddings, ...)``."""
+    """Keras wrapper of a batch-level loss function ``fn(labels, embeddings, ...)``.
+
+    Parameters
+    ----------
+    margin : float, default=0.2
+    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+    cross_replica : bool, default=False
+        Mine over the batch all-gathered from every replica (see the module notes).
+    reduction : str, default="sum_over_batch_size"
+    name : str, optional
+    dtype : str, optional
+    """
 
     fn = None
     default_name = None
@@ -163,6 +305,7 @@ class _BatchLoss(keras.losses.Loss):
         self,
         margin=0.2,
         distance="euclidean",
+        cross_replica=False,
         reduction="sum_over_batch_size",
         name=None,
         dtype=None,
@@ -170,9 +313,13 @@ class _BatchLoss(keras.losses.Loss):
         super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
         self.margin = check_margin(margin)
         self.distance = check_distance(distance)
+        if not isinstance(cross_replica, bool):
+            raise TypeError(f"cross_replica must be True or False, got {cross_replica!r}")
+        self.cross_replica = cross_replica
 
     def _settings(self):
-        return {"margin": self.margin, "distance": self.distance}
+        return {"margin": self.margin, "distance": self.distance,
+                "cross_replica": self.cross_replica}
 
     def call(self, y_true, y_pred):
         loss = type(self).fn(y_true, y_pred, **self._settings())
@@ -181,7 +328,7 @@ class _BatchLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dtype=self._dtype_policy.name, **self._settings())
+        config.update(dtype=self.dtype, **self._settings())
         return config
 
 
@@ -195,7 +342,10 @@ class BatchAllTripletLoss(_BatchLoss):
 
 @keras.saving.register_keras_serializable(package="embedder")
 class BatchHardTripletLoss(_BatchLoss):
-    """Keras loss for :func:`batch_hard_triplet_loss`; ``soft`` selects the soft margin."""
+    """Keras loss for :func:`batch_hard_triplet_loss`; ``soft`` selects the soft margin.
+
+    With ``soft=True`` the margin is not used (kept in the config, ignored).
+    """
 
     fn = staticmethod(batch_hard_triplet_loss)
     default_name = "batch_hard_triplet_loss"
@@ -205,14 +355,14 @@ class BatchHardTripletLoss(_BatchLoss):
         margin=0.2,
         distance="euclidean",
         soft=False,
+        cross_replica=False,
         reduction="sum_over_batch_size",
         name=None,
         dtype=None,
     ):
-        if not isinstance(soft, bool):
-            raise TypeError(f"soft must be True or False, got {soft!r}")
-        self.soft = soft
-        super().__init__(margin, distance, reduction=reduction, name=name, dtype=dtype)
+        self.soft = _check_soft(soft)
+        super().__init__(margin, distance, cross_replica, reduction=reduction, name=name,
+                         dtype=dtype)
 
     def _settings(self):
         return {**super()._settings(), "soft": self.soft}
@@ -233,8 +383,8 @@ class ContrastiveLoss(_BatchLoss):
     fn = staticmethod(contrastive_loss)
     default_name = "contrastive_loss"
 
-    def __init__(self, margin=0.5, distance="euclidean", **kwargs):
-        super().__init__(margin, distance, **kwargs)
+    def __init__(self, margin=0.5, distance="euclidean", cross_replica=False, **kwargs):
+        super().__init__(margin, distance, cross_replica, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="embedder")
@@ -248,6 +398,16 @@ class OfflineTripletLoss(_BatchLoss):
 
     default_name = "triplet_loss"
 
+    def __init__(
+        self, margin=0.2, distance="euclidean", reduction="sum_over_batch_size", name=None,
+        dtype=None,
+    ):
+        # Per-triplet hinges need no mining, so there is nothing to gather across replicas.
+        super().__init__(margin, distance, reduction=reduction, name=name, dtype=dtype)
+
+    def _settings(self):
+        return {"margin": self.margin, "distance": self.distance}
+
     def call(self, y_true, y_pred):
         shape = tuple(y_pred.shape)
         if len(shape) != 3 or shape[1] not in (3, None):
@@ -257,6 +417,9 @@ class OfflineTripletLoss(_BatchLoss):
             )
         return _triplet_hinges(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2], self.margin, self.distance)
 
+
+#: The losses that mine inside a batch (one forward pass of a P x K batch).
+IN_BATCH = ("batch_all", "batch_hard", "semi_hard", "contrastive")
 
 LOSSES = {
     "batch_all": BatchAllTripletLoss,

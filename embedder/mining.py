@@ -7,13 +7,14 @@ statistics, which need every (a, p, n), are computed over chunks of anchors so t
 more than ``BATCH_ALL_CHUNK_ELEMENTS`` triplets are materialised at once.
 """
 
+import collections
 import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
-from embedder.distances import check_embeddings
+from embedder.distances import check_embeddings, cross_distances, pairwise_distances
 
 #: Most (anchor, positive, negative) entries that :func:`batch_all_hinge_stats` holds in
 #: memory at once (2**24 float32 values = 64 MiB, plus masks). Batches with
@@ -105,27 +106,35 @@ def negative_mask(labels):
     return ops.not_equal(labels[:, None], labels[None, :])
 
 
-def triplet_mask(labels):
-    """(B, B, B) boolean mask, ``[a, p, n]`` true for valid triplets (O(B^3) memory)."""
-    return ops.logical_and(positive_mask(labels)[:, :, None], negative_mask(labels)[:, None, :])
-
-
 def _fill_value(distances):
     # A value above every distance: masked-out entries never win a min, and stay finite.
     return ops.stop_gradient(ops.max(distances)) + 1.0
 
 
+# The private helpers below take an (anchors x candidates) distance matrix and its boolean
+# positive/negative masks, so that one matrix per step serves the loss and the training
+# diagnostics, and anchors can be scored against a batch gathered from all replicas.
+
+
+def hardest_positive(distances, positives):
+    """Largest ``d_ap`` over each anchor's positives (boolean mask), shape (A,); 0 if none."""
+    return ops.max(ops.where(positives, distances, 0.0), axis=1)
+
+
+def hardest_negative(distances, negatives):
+    """Smallest ``d_an`` over each anchor's negatives (boolean mask), shape (A,); 0 if none."""
+    hardest = ops.min(ops.where(negatives, distances, _fill_value(distances)), axis=1)
+    return ops.where(ops.any(negatives, axis=1), hardest, 0.0)
+
+
 def hardest_positive_distance(distances, labels):
     """Largest ``d_ap`` over the positives of each anchor, shape (B,); 0 where none."""
-    masked = ops.where(positive_mask(labels), distances, 0.0)
-    return ops.max(masked, axis=1)
+    return hardest_positive(distances, positive_mask(labels))
 
 
 def hardest_negative_distance(distances, labels):
     """Smallest ``d_an`` over the negatives of each anchor, shape (B,); 0 where none."""
-    negatives = negative_mask(labels)
-    hardest = ops.min(ops.where(negatives, distances, _fill_value(distances)), axis=1)
-    return ops.where(ops.any(negatives, axis=1), hardest, 0.0)
+    return hardest_negative(distances, negative_mask(labels))
 
 
 def _count_not_greater(sorted_rows, values):
@@ -142,6 +151,22 @@ def _count_not_greater(sorted_rows, values):
     return ops.cast(counts, "int32")
 
 
+def semi_hard_negative(distances, negatives):
+    """Semi-hard negative distance for every (anchor, candidate) entry, shape (A, C).
+
+    Entry ``[a, p]`` is the smallest ``d_an > d_ap`` over the negatives of ``a`` (boolean
+    mask ``negatives``), else the largest ``d_an``; 0 for anchors without a negative.
+    """
+    sorted_negatives = ops.sort(ops.where(negatives, distances, _fill_value(distances)), axis=1)
+    n_negatives = ops.sum(ops.cast(negatives, "int32"), axis=1, keepdims=True)
+    # Number of negatives with d_an <= d_ap = index of the first one with d_an > d_ap
+    # (fill values exceed every distance, so they are never counted).
+    n_closer = _count_not_greater(sorted_negatives, distances)
+    index = ops.where(n_closer < n_negatives, n_closer, n_negatives - 1)
+    chosen = ops.take_along_axis(sorted_negatives, ops.maximum(index, 0), axis=1)
+    return ops.where(n_negatives > 0, chosen, 0.0)
+
+
 def semi_hard_negative_distance(distances, labels):
     """Semi-hard negative distance for every (anchor, positive) pair, shape (B, B).
 
@@ -152,15 +177,35 @@ def semi_hard_negative_distance(distances, labels):
     Each anchor's negative distances are sorted once and every ``d_ap`` is located in them
     by binary search, so memory is O(B^2) instead of the O(B^3) of comparing all triplets.
     """
-    negatives = negative_mask(labels)
-    sorted_negatives = ops.sort(ops.where(negatives, distances, _fill_value(distances)), axis=1)
-    n_negatives = ops.sum(ops.cast(negatives, "int32"), axis=1, keepdims=True)
-    # Number of negatives with d_an <= d_ap = index of the first one with d_an > d_ap
-    # (fill values exceed every distance, so they are never counted).
-    n_closer = _count_not_greater(sorted_negatives, distances)
-    index = ops.where(n_closer < n_negatives, n_closer, n_negatives - 1)
-    chosen = ops.take_along_axis(sorted_negatives, ops.maximum(index, 0), axis=1)
-    return ops.where(n_negatives > 0, chosen, 0.0)
+    return semi_hard_negative(distances, negative_mask(labels))
+
+
+def batch_all_stats(distances, positives, negatives, margin):
+    """:func:`batch_all_hinge_stats` from boolean (anchor, candidate) masks."""
+    n_anchors, n = ops.shape(distances)[0], ops.shape(distances)[1]
+    chunk = ops.clip(
+        BATCH_ALL_CHUNK_ELEMENTS // ops.maximum(n * n, 1), 1, ops.maximum(n_anchors, 1)
+    )
+    n_chunks = (n_anchors + chunk - 1) // chunk
+    anchors = ops.reshape(ops.arange(n_chunks * chunk), (n_chunks, chunk))
+
+    def chunk_stats(index):
+        rows = ops.minimum(index, n_anchors - 1)
+        in_batch = (index < n_anchors)[:, None, None]  # padding anchors
+        d = ops.take(distances, rows, axis=0)
+        valid = ops.logical_and(
+            ops.logical_and(
+                ops.take(positives, rows, axis=0)[:, :, None],
+                ops.take(negatives, rows, axis=0)[:, None, :],
+            ),
+            in_batch,
+        )
+        hinge = ops.where(valid, ops.relu(d[:, :, None] - d[:, None, :] + margin), 0.0)
+        active = ops.cast(hinge > 1e-16, "float32")
+        return ops.stack([ops.sum(hinge), ops.sum(active), ops.sum(ops.cast(valid, "float32"))])
+
+    totals = ops.sum(ops.map(chunk_stats, anchors), axis=0)
+    return totals[0], totals[1], totals[2]
 
 
 def batch_all_hinge_stats(distances, labels, margin):
@@ -182,28 +227,72 @@ def batch_all_hinge_stats(distances, labels, margin):
     when the batch size is only known at run time (and under XLA).
     """
     labels = prepare_labels(labels)
-    positives = ops.cast(positive_mask(labels), "float32")
-    negatives = ops.cast(negative_mask(labels), "float32")
-    n = ops.shape(distances)[0]
-    chunk = ops.clip(BATCH_ALL_CHUNK_ELEMENTS // ops.maximum(n * n, 1), 1, ops.maximum(n, 1))
-    n_chunks = (n + chunk - 1) // chunk
-    anchors = ops.reshape(ops.arange(n_chunks * chunk), (n_chunks, chunk))
+    return batch_all_stats(distances, positive_mask(labels), negative_mask(labels), margin)
 
-    def chunk_stats(index):
-        rows = ops.minimum(index, n - 1)
-        in_batch = ops.cast(index < n, "float32")[:, None, None]  # padding anchors
-        d = ops.take(distances, rows, axis=0)
-        valid = (
-            ops.take(positives, rows, axis=0)[:, :, None]
-            * ops.take(negatives, rows, axis=0)[:, None, :]
-            * in_batch
-        )
-        hinge = ops.relu(d[:, :, None] - d[:, None, :] + margin) * valid
-        active = ops.cast(hinge > 1e-16, "float32")
-        return ops.stack([ops.sum(hinge), ops.sum(active), ops.sum(valid)])
 
-    totals = ops.sum(ops.map(chunk_stats, anchors), axis=0)
-    return totals[0], totals[1], totals[2]
+BatchView = collections.namedtuple(
+    "BatchView", ["labels", "embeddings", "distances", "positives", "negatives", "context"]
+)
+BatchView.__doc__ = """One batch as the losses see it: local anchors scored against candidates.
+
+``labels`` (A,) int32 and ``embeddings`` (A, D) float32 are the local anchors;
+``distances`` (A, C) float32 and the boolean ``positives``/``negatives`` (A, C) relate
+them to the C candidates (the same batch, or the batch gathered from every replica);
+``context`` is the ``tf.distribute.ReplicaContext`` it was gathered in, else None.
+"""
+
+
+def replica_context():
+    """The current ``tf.distribute`` replica context when it has more than one replica."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def batch_view(labels, embeddings, distance, cross_replica=False):
+    """Compute the one distance matrix of a batch and its positive/negative masks.
+
+    Parameters
+    ----------
+    labels : array-like of shape (B,) or (B, 1)
+        Integer or string-encoded integer class ids.
+    embeddings : array-like of shape (B, D)
+        Any float dtype; computed in float32.
+    distance : {"euclidean", "squared", "cosine"}
+    cross_replica : bool, default=False
+        In a ``tf.distribute`` replica context with several replicas, score the local
+        anchors against the embeddings and labels all-gathered from every replica
+        (``ReplicaContext.all_gather``, whose gradient flows back to each replica's own
+        rows). Elsewhere the batch is scored against itself.
+
+    Returns
+    -------
+    BatchView
+    """
+    labels, embeddings = prepare_inputs(labels, embeddings)
+    context = replica_context() if cross_replica else None
+    if context is None:
+        distances = pairwise_distances(embeddings, distance)
+        return BatchView(labels, embeddings, distances, positive_mask(labels),
+                         negative_mask(labels), None)
+    all_embeddings = context.all_gather(embeddings, axis=0)
+    all_labels = context.all_gather(labels, axis=0)
+    n_local = ops.shape(labels)[0]
+    # Where this replica's rows sit in the gathered batch (replicas may differ in size).
+    sizes = context.all_gather(ops.reshape(n_local, (1,)), axis=0)
+    earlier = ops.arange(ops.shape(sizes)[0]) < context.replica_id_in_sync_group
+    offset = ops.sum(ops.where(earlier, sizes, 0))
+    own = ops.equal((offset + ops.arange(n_local))[:, None],
+                    ops.arange(ops.shape(all_labels)[0])[None, :])
+    distances = ops.where(own, 0.0, cross_distances(embeddings, all_embeddings, distance))
+    same = ops.equal(labels[:, None], all_labels[None, :])
+    return BatchView(labels, embeddings, distances,
+                     ops.logical_and(same, ops.logical_not(own)), ops.logical_not(same), context)
 
 
 def check_margin(margin):

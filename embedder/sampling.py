@@ -13,6 +13,8 @@ import warnings
 
 import numpy as np
 
+from embedder.checks import few
+
 
 def _as_labels(labels, name="labels"):
     labels = np.asarray(labels)
@@ -39,12 +41,12 @@ def check_class_sizes(labels, min_size=2):
     if len(classes) < 2:
         raise ValueError(
             f"labels must contain at least 2 classes to form triplets, got {len(classes)} "
-            f"({classes.tolist()})"
+            f"([{few(classes)}])"
         )
     small = counts < min_size
     if small.any():
         pairs = zip(classes[small].tolist(), counts[small].tolist(), strict=True)
-        listed = ", ".join(f"{c!r}: {n}" for c, n in pairs)
+        listed = few(pairs, formatter=lambda pair: f"{pair[0]!r}: {pair[1]}")
         raise ValueError(
             f"every class needs at least {min_size} images to form a positive pair; "
             f"too few in class(es) {{{listed}}}"
@@ -104,10 +106,10 @@ class PKSampler:
         self._rng = np.random.default_rng(random_state)
         codes = np.searchsorted(self.classes_, labels)
         self._members = [np.flatnonzero(codes == c) for c in range(n_classes)]
-        few = self.classes_[counts < k]
-        if len(few):
+        small = self.classes_[counts < k]
+        if len(small):
             warnings.warn(
-                f"classes {few.tolist()} have fewer than samples_per_class={k} images; "
+                f"classes [{few(small)}] have fewer than samples_per_class={k} images; "
                 "they are sampled with replacement within a batch",
                 UserWarning,
                 stacklevel=2,

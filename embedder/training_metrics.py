@@ -1,133 +1,138 @@
-"""Keras metrics that watch the embedding space while a triplet loss trains.
+"""The five diagnostics that watch the embedding space while a triplet loss trains.
 
-Each metric is updated from one batch, ``update_state(y_true=labels, y_pred=embeddings)``,
-computes one batch-level value in float32 and keeps the running mean of those values over
-the batches seen (a :class:`keras.metrics.Mean`). A batch without anything to measure (no
-valid triplet, no positive pair, ...) is skipped rather than counted as 0. Per-sample
-weights are ignored: every value describes a whole batch.
+:func:`batch_diagnostics` computes them from a :class:`embedder.mining.BatchView`, i.e.
+from the one distance matrix the loss also uses (see
+:class:`embedder.trainer_model.InBatchTrainer`, which keeps their running means):
 
-Typical use: ``model.compile(loss=..., metrics=[ActiveTripletFraction(), ...])``. A
-fraction of active triplets or a positive-negative distance gap that falls to 0 while the
-norms' spread shrinks is the signature of collapse (every embedding on one point).
+- ``active_fraction``: fraction of valid triplets with ``d_ap - d_an + margin > 0``
+  (batch-all hinge > 1e-16);
+- ``pos_distance`` / ``neg_distance``: mean distance over the positive pairs (``a != p``,
+  same label) / the negative pairs (different labels);
+- ``norm_mean`` / ``norm_std``: mean and (population) standard deviation of the L2 norms
+  of the batch's rows.
+
+Each is one batch-level float32 value with a weight of 1, or 0 when the batch has
+nothing to measure (no valid triplet, no positive pair, ...), so that a running mean
+skips that batch rather than counting it as 0. A fraction of active triplets or a
+positive-negative distance gap that falls to 0 while the norms' spread shrinks is the
+signature of collapse (every embedding on one point).
 """
 
 import keras
 from keras import ops
 
-from embedder.distances import check_distance, check_embeddings, pairwise_distances
-from embedder.mining import (
-    batch_all_hinge_stats,
-    check_margin,
-    negative_mask,
-    positive_mask,
-    prepare_inputs,
-)
+from embedder.distances import check_distance, check_embeddings, row_norms
+from embedder.mining import batch_all_stats, batch_view, check_margin
+
+#: Names of the diagnostics, in the order :class:`~embedder.trainer_model.InBatchTrainer`
+#: logs them (after ``loss``).
+DIAGNOSTICS = ("active_fraction", "pos_distance", "neg_distance", "norm_mean", "norm_std")
 
 
-class _BatchValueMean(keras.metrics.Mean):
-    """Running mean of ``batch_value(y_true, y_pred) -> (value, weight)`` over batches."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        value, weight = self.batch_value(y_true, y_pred)
-        return super().update_state(value, sample_weight=weight)
-
-    def batch_value(self, y_true, y_pred):
-        raise NotImplementedError
+def _ratio(total, count):
+    # (total / count, 1) or (0, 0) when count is 0: the batch is skipped.
+    has = ops.cast(count > 0, "float32")
+    return total / ops.maximum(count, 1.0), has
 
 
-def _has(count):
-    return ops.cast(count > 0, "float32")
+def _mean_over(values, mask):
+    mask = ops.cast(mask, "float32")
+    return _ratio(ops.sum(ops.where(mask > 0, values, 0.0)), ops.sum(mask))
 
 
-@keras.saving.register_keras_serializable(package="embedder")
-class ActiveTripletFraction(_BatchValueMean):
-    """Fraction of valid triplets with ``d_ap - d_an + margin > 0`` (batch-all hinge > 0)."""
+def batch_diagnostics(view, margin, batch_all_terms=None):
+    """``{name: (value, weight)}`` for the names in :data:`DIAGNOSTICS`.
 
-    def __init__(self, margin=0.2, distance="euclidean", name="active_fraction", dtype=None):
-        super().__init__(name=name, dtype=dtype)
+    Parameters
+    ----------
+    view : embedder.mining.BatchView
+        The batch's distances and masks (as the loss saw them).
+    margin : float
+        Margin of the active-triplet fraction.
+    batch_all_terms : tuple of 3 tensors, optional
+        ``(hinge_sum, n_active, n_valid)`` already computed by the batch-all loss on
+        ``view`` with ``margin``; computed here when not given.
+
+    Returns
+    -------
+    dict of str -> (float32 scalar, float32 scalar)
+        The weight is 1, or 0 when the batch has nothing to measure.
+    """
+    if batch_all_terms is None:
+        batch_all_terms = batch_all_stats(view.distances, view.positives, view.negatives, margin)
+    _, n_active, n_valid = batch_all_terms
+    norms = row_norms(view.embeddings)
+    mean, has_rows = _ratio(ops.sum(norms), ops.cast(ops.shape(norms)[0], "float32"))
+    variance, _ = _ratio(ops.sum(ops.square(norms - mean)), ops.sum(ops.ones_like(norms)))
+    return {
+        "active_fraction": _ratio(n_active, n_valid),
+        "pos_distance": _mean_over(view.distances, view.positives),
+        "neg_distance": _mean_over(view.distances, view.negatives),
+        "norm_mean": (mean, has_rows),
+        "norm_std": (ops.sqrt(variance), has_rows),
+    }
+
+
+# --------------------------------------------------------------------------- Keras metrics
+# Stand-alone metric objects, each computing its own distance matrix from
+# ``update_state(y_true=labels, y_pred=embeddings)``. The trainer does not use them (it
+# shares one matrix with the loss); they remain for ``model.compile(metrics=[...])``.
+
+
+class _DiagnosticMean(keras.metrics.Mean):
+    """Running mean, over batches, of the diagnostic ``diagnostic`` of each batch."""
+
+    diagnostic = None
+
+    def __init__(self, margin=0.2, distance="euclidean", name=None, dtype=None):
+        super().__init__(name=name or self.diagnostic, dtype=dtype)
         self.margin = check_margin(margin)
         self.distance = check_distance(distance)
 
-    def batch_value(self, y_true, y_pred):
-        labels, embeddings = prepare_inputs(y_true, y_pred)
-        d = pairwise_distances(embeddings, self.distance)
-        _, n_positive, n_valid = batch_all_hinge_stats(d, labels, self.margin)
-        return n_positive / ops.maximum(n_valid, 1.0), _has(n_valid)
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add the batch's value; ``sample_weight`` is ignored (it describes a batch)."""
+        if self.diagnostic.startswith("norm"):
+            y_pred = check_embeddings(y_pred, name="y_pred")
+            y_true = ops.zeros(ops.shape(y_pred)[:1], "int32") if y_true is None else y_true
+        view = batch_view(y_true, y_pred, self.distance)
+        terms = None if self.diagnostic == "active_fraction" else (0.0, 0.0, 0.0)
+        value, weight = batch_diagnostics(view, self.margin, terms)[self.diagnostic]
+        return super().update_state(value, sample_weight=weight)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "distance": self.distance}
 
 
-class _PairDistanceMean(_BatchValueMean):
-    def __init__(self, distance="euclidean", name=None, dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self.distance = check_distance(distance)
+@keras.saving.register_keras_serializable(package="embedder")
+class ActiveTripletFraction(_DiagnosticMean):
+    """Fraction of valid triplets with ``d_ap - d_an + margin > 0`` (batch-all hinge > 0)."""
 
-    def pair_mask(self, labels):
-        raise NotImplementedError
-
-    def batch_value(self, y_true, y_pred):
-        labels, embeddings = prepare_inputs(y_true, y_pred)
-        d = pairwise_distances(embeddings, self.distance)
-        mask = ops.cast(self.pair_mask(labels), "float32")
-        count = ops.sum(mask)
-        return ops.sum(d * mask) / ops.maximum(count, 1.0), _has(count)
-
-    def get_config(self):
-        return {**super().get_config(), "distance": self.distance}
+    diagnostic = "active_fraction"
 
 
 @keras.saving.register_keras_serializable(package="embedder")
-class MeanPositiveDistance(_PairDistanceMean):
+class MeanPositiveDistance(_DiagnosticMean):
     """Mean distance over the batch's positive pairs (``a != p``, same label)."""
 
-    def __init__(self, distance="euclidean", name="pos_distance", dtype=None):
-        super().__init__(distance=distance, name=name, dtype=dtype)
-
-    def pair_mask(self, labels):
-        return positive_mask(labels)
+    diagnostic = "pos_distance"
 
 
 @keras.saving.register_keras_serializable(package="embedder")
-class MeanNegativeDistance(_PairDistanceMean):
+class MeanNegativeDistance(_DiagnosticMean):
     """Mean distance over the batch's negative pairs (different labels)."""
 
-    def __init__(self, distance="euclidean", name="neg_distance", dtype=None):
-        super().__init__(distance=distance, name=name, dtype=dtype)
-
-    def pair_mask(self, labels):
-        return negative_mask(labels)
-
-
-def _row_norm_moments(y_pred):
-    # (mean, population std, weight) of the row norms; an empty batch is skipped.
-    embeddings = check_embeddings(y_pred, name="y_pred")
-    norms = ops.sqrt(ops.sum(ops.square(embeddings), axis=1))
-    count = ops.cast(ops.shape(norms)[0], "float32")
-    mean = ops.sum(norms) / ops.maximum(count, 1.0)
-    std = ops.sqrt(ops.sum(ops.square(norms - mean)) / ops.maximum(count, 1.0))
-    return mean, std, _has(count)
+    diagnostic = "neg_distance"
 
 
 @keras.saving.register_keras_serializable(package="embedder")
-class EmbeddingNormMean(_BatchValueMean):
+class EmbeddingNormMean(_DiagnosticMean):
     """Mean L2 norm of the rows of ``y_pred`` (``y_true`` is ignored)."""
 
-    def __init__(self, name="norm_mean", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-
-    def batch_value(self, y_true, y_pred):
-        mean, _, weight = _row_norm_moments(y_pred)
-        return mean, weight
+    diagnostic = "norm_mean"
 
 
 @keras.saving.register_keras_serializable(package="embedder")
-class EmbeddingNormStd(_BatchValueMean):
+class EmbeddingNormStd(_DiagnosticMean):
     """Standard deviation (population) of the L2 norms of the rows of ``y_pred``."""
 
-    def __init__(self, name="norm_std", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-
-    def batch_value(self, y_true, y_pred):
-        _, std, weight = _row_norm_moments(y_pred)
-        return std, weight
+    diagnostic = "norm_std"

@@ -12,6 +12,8 @@ _LAZY = {
     "load_pipeline": "pipelines.persistence",
     "cross_validate_report": "pipelines.report",
     "Report": "pipelines.report",
+    "open_set_report": "pipelines.open_set",
+    "OpenSetReport": "pipelines.open_set",
 }
 
 __all__ = sorted(_LAZY)

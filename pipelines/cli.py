@@ -1,4 +1,4 @@
-"""The ``triplet`` command line: train, evaluate, predict, embed, demo.
+"""The ``triplet`` command line: train, evaluate, predict, embed, search, demo.
 
 DATA is a folder with one sub-folder per class, a CSV with ``path,label`` columns, or a
 built-in data set name (``digits``, ``fashion-mnist``). User mistakes end with exit code 1
@@ -22,8 +22,8 @@ EMBEDDING_FORMATS = (".npy", ".csv", ".parquet")
 # The demo recipe: small_cnn on the bundled 8x8 digits, fast on 2 CPU cores.
 DEMO_RECIPE = {"encoder": "small_cnn", "embedding_dim": 32, "epochs": 20, "cv": 3}
 _PACKAGES = ("embedder", "classifiers", "pipelines")
-_TRAINING_OPTIONS = ("loss", "margin", "embedding_dim", "epochs", "learning_rate",
-                     "samples_per_class", "validation_fraction")
+#: Training settings the CLI sets itself: --seed and the terminal's progress display.
+_SET_BY_CLI = ("random_state", "verbose")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,17 +32,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="show tracebacks of errors and TensorFlow's own messages")
     training = argparse.ArgumentParser(add_help=False)
     group = training.add_argument_group("encoder training")
-    group.add_argument("--loss", help="batch_all, batch_hard, semi_hard, contrastive or "
-                       "triplet (default: the TripletEmbedder's recipe)")
-    group.add_argument("--epochs", type=int)
     group.add_argument("--image-size", type=int, metavar="PX",
                        help="side of the square images files are decoded to (default 112)")
-    group.add_argument("--embedding-dim", type=int)
-    group.add_argument("--margin", type=float)
-    group.add_argument("--learning-rate", type=float)
-    group.add_argument("--samples-per-class", type=int, metavar="K")
-    group.add_argument("--validation-fraction", type=float)
-    group.add_argument("--augment", action="store_true", help="random flips/shifts")
+    group.add_argument("--embedding-dim", type=int, help="size of the embedding (default 128)")
+    group.add_argument("--weights", metavar="FILE|imagenet",
+                       help="initial weights: a local file, or imagenet for Keras "
+                       "Applications backbones")
+    _add_config_options(group)
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     parser = argparse.ArgumentParser(
@@ -51,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common, training], help="train and save an encoder")
     p.add_argument("data", metavar="DATA")
     p.add_argument("--out", required=True, metavar="ENCODER.keras")
-    p.add_argument("--encoder", default=None, metavar="NAME",
-                   help="architecture: seed_cnn, small_cnn, mobilenet_v2, resnet50")
+    p.add_argument("--encoder", default=None, metavar="NAME|ENCODER.keras",
+                   help="architecture (seed_cnn, small_cnn, mobilenet_v2, resnet50), or a "
+                   "saved .keras encoder to fine-tune")
 
     p = sub.add_parser("evaluate", parents=[common, training],
                        help="cross-validated report of the heads + the best pipeline saved")
@@ -63,17 +60,51 @@ def _parser() -> argparse.ArgumentParser:
                    "name trained inside every fold (default: the TripletEmbedder default)")
     p.add_argument("--heads", default="knn,logreg,svm", help="comma-separated head names")
     p.add_argument("--cv", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--open-set", type=int, metavar="K", default=None,
+                   help="instead of the closed-set report: an open-set report whose folds "
+                   "each hide K whole classes from training (AUROC, FPR at 95%% TPR, "
+                   "open-set accuracy) with the first of --heads")
 
     p = sub.add_parser("predict", parents=[common], help="predict classes of images")
     p.add_argument("model", metavar="MODEL.joblib")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER")
     p.add_argument("--out", metavar="predictions.csv", help="CSV file (default: stdout)")
+    p.add_argument("--reject-unknown", action="store_true",
+                   help="answer 'unknown' for images far from every known class (adds an "
+                   "open_set_score column); needs --calibration unless the model's head "
+                   "is an OpenSetClassifier")
+    p.add_argument("--target-tpr", type=float, default=None, metavar="RATE",
+                   help="share of known-class images to accept (default: the head's own, "
+                   "else 0.95)")
+    p.add_argument("--calibration", metavar="DATA", default=None,
+                   help="labelled images of the known classes (e.g. the training DATA) to "
+                   "calibrate the rejection threshold on; the head is not refitted")
+
+    p = sub.add_parser("search", parents=[common],
+                       help="find the gallery images nearest to query images")
+    p.add_argument("model", metavar="MODEL.joblib|ENCODER.keras")
+    p.add_argument("gallery", metavar="GALLERY", help="labelled DATA to search in")
+    p.add_argument("queries", nargs="+", metavar="QUERY",
+                   help="image files, folders of images, or a labelled DATA (a folder of "
+                   "class sub-folders or a CSV): labelled queries are compared with "
+                   "their own label")
+    p.add_argument("--top", type=int, default=5, help="hits per query (default 5)")
+    p.add_argument("--out", metavar="hits.csv", help="CSV file of the hits")
+    p.add_argument("--sheet", metavar="hits.png",
+                   help="contact sheet PNG (default: --out with .png, else none)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="side of the square images files are decoded to, for a .keras "
+                   "encoder (default 112)")
 
     p = sub.add_parser("embed", parents=[common], help="embed images with a saved encoder")
     p.add_argument("encoder", metavar="ENCODER.keras")
     p.add_argument("data", metavar="DATA")
     p.add_argument("--out", required=True, metavar="embeddings.npy|.parquet|.csv")
-    p.add_argument("--image-size", type=int, metavar="PX")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="side of the square images files are decoded to (default 112)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N",
+                   help="images embedded at a time (default 256); memory does not grow "
+                   "with the number of images")
 
     p = sub.add_parser("demo", parents=[common],
                        help="train on the bundled digits, compare the heads, save all")
@@ -81,11 +112,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _training_fields():
+    """The :class:`TrainingConfig` fields that are ``TripletEmbedder`` parameters."""
+    import dataclasses
+
+    from embedder.config import TrainingConfig
+    from embedder.estimator import TripletEmbedder
+
+    params = TripletEmbedder().get_params(deep=False)
+    return [f for f in dataclasses.fields(TrainingConfig)
+            if f.name in params and f.name not in _SET_BY_CLI]
+
+
+def _add_config_options(group) -> None:
+    """One option per training setting, generated from the config's fields and help."""
+    for field in _training_fields():
+        flag = "--" + field.name.replace("_", "-")
+        kind = str(field.type).split("|")[0].strip()
+        text = field.metadata["help"]
+        if field.default is not None:
+            text += f" (default: {field.default})"
+        if kind == "bool":
+            group.add_argument(flag, action="store_const", const=True, default=None,
+                               help=text)
+            continue
+        choices = [c for c in field.metadata.get("choices", ()) if c is not None] or None
+        group.add_argument(flag, type={"int": int, "float": float}.get(kind, str),
+                           choices=choices, metavar=field.metadata.get("metavar"), help=text)
+
+
 def main(argv=None) -> int:
     """Run the ``triplet`` command line; returns the exit code."""
     args = _parser().parse_args(argv)
     command = {"train": _train, "evaluate": _evaluate, "predict": _predict,
-               "embed": _embed, "demo": _demo}[args.command]
+               "embed": _embed, "search": _search, "demo": _demo}[args.command]
     try:
         if not args.verbose:
             _import_tensorflow_quietly()
@@ -157,11 +217,20 @@ def _input_shape(args, X):
 def _trainable_embedder(args, X, encoder):
     from embedder import TripletEmbedder
 
-    params = {k: getattr(args, k) for k in _TRAINING_OPTIONS if getattr(args, k) is not None}
+    names = [f.name for f in _training_fields()] + ["embedding_dim", "weights"]
+    params = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if encoder is not None:
         params["encoder"] = encoder
-    return TripletEmbedder(input_shape=_input_shape(args, X), augment=args.augment,
-                           random_state=args.seed, verbose=_progress(), **params)
+    return TripletEmbedder(input_shape=_input_shape(args, X), random_state=args.seed,
+                           verbose=_progress(), **params)
+
+
+def _validation_line(embedder) -> str:
+    validation = getattr(embedder, "validation_", None) or {}
+    if validation.get("used"):
+        return f"{validation['n_images']} held-out images (early stopping on MAP@R)"
+    return (f"skipped: {validation.get('reason')}; no early stopping, the last epoch "
+            "was kept")
 
 
 def _table(rows) -> str:
@@ -184,12 +253,14 @@ def _train(args):
     embedder.save_encoder(args.out)
     hist = embedder.history_
     print(_table([
-        ("encoder", f"{embedder.encoder} -> {embedder.embedding_dim}-d embeddings"),
+        ("encoder", f"{embedder.encoder} -> {embedder.encoder_.output_shape[-1]}-d "
+         "embeddings"),
         ("images", f"{len(y)} ({len(embedder.classes_)} classes)"),
         ("epochs run", len(hist.get("loss", []))),
         ("final loss", _last(hist, "loss")),
         ("final val P@1", _last(hist, "val_precision_at_1")),
         ("final val MAP@R", _last(hist, "val_map_at_r")),
+        ("validation", _validation_line(embedder)),
         ("collapse detected", "YES - see the FAQ" if getattr(embedder, "collapsed_", False)
          else "no"),
         ("training time", f"{time.perf_counter() - start:.1f} s"),
@@ -197,8 +268,17 @@ def _train(args):
     ]))
 
 
-def _is_encoder_file(value) -> bool:
-    return value is not None and (str(value).endswith(".keras") or Path(value).is_file())
+def _evaluation_embedder(args, X):
+    """A registered name trains inside every fold; an encoder file is used frozen."""
+    from embedder import FrozenEmbedder
+    from embedder.encoders import available_encoders
+
+    if args.encoder is None or args.encoder in available_encoders():
+        return _trainable_embedder(args, X, args.encoder), "per_fold"
+    if not Path(args.encoder).is_file():
+        raise ValueError(f"--encoder must be one of {available_encoders()} or an existing "
+                         f".keras encoder file, got {args.encoder!r}")
+    return FrozenEmbedder(args.encoder, input_shape=_input_shape(args, X)), "never"
 
 
 def _evaluate(args):
@@ -206,16 +286,37 @@ def _evaluate(args):
     if args.cv < 2:
         raise ValueError(f"--cv must be at least 2, got {args.cv}")
     X, y = _load(args.data)
-    if _is_encoder_file(args.encoder):
-        from embedder import TripletEmbedder
-
-        if not Path(args.encoder).is_file():
-            raise FileNotFoundError(f"--encoder file {args.encoder!r} does not exist")
-        embedder = TripletEmbedder(encoder=args.encoder, input_shape=_input_shape(args, X))
-        refit = "never"
-    else:
-        embedder, refit = _trainable_embedder(args, X, args.encoder), "per_fold"
+    embedder, refit = _evaluation_embedder(args, X)
+    if args.open_set is not None:
+        return _open_set_evaluation(embedder, X, y, heads, args)
     _report_and_model(embedder, X, y, heads, args.cv, refit, args.seed, args.out)
+
+
+def _open_set_evaluation(embedder, X, y, heads, args):
+    """``evaluate --open-set K``: the open-set report of the first head, saved to --out."""
+    from classifiers import make_head
+    from pipelines.factory import make_triplet_pipeline
+    from pipelines.open_set import open_set_report
+
+    if not heads:
+        raise ValueError("--heads must name at least one head, e.g. knn,logreg,svm")
+    n_classes = len(np.unique(y))
+    if not 1 <= args.open_set <= n_classes - 2:
+        raise ValueError(f"--open-set must be from 1 to {n_classes - 2} (the {n_classes} "
+                         f"classes minus 2 that stay known), got {args.open_set}")
+    start = time.perf_counter()
+    print(f"open-set evaluation: {args.cv} folds, each hiding {args.open_set} classes, "
+          f"head {heads[0]}", flush=True)
+    report = open_set_report(make_triplet_pipeline(embedder, make_head(heads[0])), X, y,
+                             unknown_classes=args.open_set, cv=args.cv,
+                             random_state=args.seed)
+    paths = report.save(args.out)
+    print(_table([(_metric, f"{report.mean[key]:.4f} +- {report.std[key]:.4f}")
+                  for _metric, key in (("AUROC", "auroc"), ("FPR at 95% TPR", "fpr_at_95_tpr"),
+                                       ("open-set accuracy", "open_set_accuracy"))]
+                 + [("report", paths["markdown"]),
+                    ("total time", f"{time.perf_counter() - start:.1f} s")]))
+    return 0
 
 
 def _report_and_model(embedder, X, y, heads, cv, refit, seed, out):
@@ -249,7 +350,7 @@ def _report_and_model(embedder, X, y, heads, cv, refit, seed, out):
 
 
 def _collect_images(items) -> list:
-    from embedder.data import IMAGE_EXTENSIONS
+    from embedder.decoding import IMAGE_EXTENSIONS
 
     paths = []
     for item in items:
@@ -278,20 +379,83 @@ def _predict(args):
     paths = _collect_images(args.images)
     Z = pipeline[:-1].transform(np.asarray(paths, dtype=object))  # embed once
     head = pipeline[-1]
+    if args.reject_unknown:
+        head = _rejecting_head(args, pipeline)
+    elif args.target_tpr is not None or args.calibration is not None:
+        raise ValueError("--target-tpr and --calibration only apply with --reject-unknown")
     table = pd.DataFrame({"path": paths, "class": head.predict(Z)})
     if hasattr(head, "predict_proba"):
         table["probability"] = np.round(head.predict_proba(Z).max(axis=1), 4)
+    if args.reject_unknown:
+        table["open_set_score"] = np.round(head.score_samples(Z), 6)
+        rejected = int((table["class"] == head.unknown_label).sum())
+        print(f"open-set threshold {head.threshold_:.6f} ({head.open_set_score}, accepts "
+              f"{head.target_tpr:g} of known images); {rejected} of {len(paths)} images "
+              f"rejected as {head.unknown_label!r}", file=sys.stderr)
     if args.out:
-        table.to_csv(args.out, index=False)
+        from embedder.files import atomic_write_text
+
+        atomic_write_text(args.out, table.to_csv(index=False))
         print(f"{len(paths)} predictions written to {args.out}")
     else:
         table.to_csv(sys.stdout, index=False)
 
 
-def _embed(args):
-    import pandas as pd
+def _rejecting_head(args, pipeline):
+    """The model's head as an OpenSetClassifier (calibrated on --calibration if given)."""
+    from classifiers import OpenSetClassifier
+    from pipelines.open_set import rejecting_head
 
-    from embedder import TripletEmbedder
+    head = pipeline[-1]
+    if args.calibration is None and not isinstance(head, OpenSetClassifier):
+        raise ValueError(
+            "--reject-unknown needs --calibration DATA (labelled images of the known "
+            "classes) unless the model's head is an OpenSetClassifier; the head of "
+            f"{args.model!r} is a {type(head).__name__}")
+    if args.target_tpr is not None and not 0 < args.target_tpr <= 1:
+        raise ValueError(f"--target-tpr must be in (0, 1], got {args.target_tpr}")
+    calibration = None
+    if args.calibration is not None:
+        X_cal, y_cal = _load(args.calibration)
+        calibration = (pipeline[:-1].transform(X_cal), y_cal)
+    return rejecting_head(head, calibration, target_tpr=args.target_tpr)
+
+
+def _search(args):
+    from embedder.data import load_dataset
+    from pipelines.search import run_search
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    X, y = _load(args.gallery)
+    queries = _search_queries(args.queries, load_dataset)
+    sheet = args.sheet or (str(Path(args.out).with_suffix(".png")) if args.out else None)
+    hits = run_search(args.model, (X, y), queries, top=args.top, out=args.out, sheet=sheet,
+                      input_shape=_input_shape(args, X))
+    for query, rows in hits.groupby("query", sort=False):
+        print(f"{query}" + (f" ({rows['query_label'].iloc[0]})"
+                            if rows["query_label"].iloc[0] else ""))
+        for hit in rows.itertuples():
+            print(f"  {hit.rank}. {hit.gallery_label:<12} {hit.distance:.4f}  {hit.gallery}")
+    print(_table([("hits", args.out or "not written (no --out)"),
+                  ("contact sheet", sheet or "not written (no --out or --sheet)")]))
+
+
+def _search_queries(items, load_dataset):
+    """Query images and labels: one labelled DATA (class folders or CSV), else files."""
+    if len(items) == 1:
+        source = Path(items[0])
+        labelled = source.suffix.lower() == ".csv" or (
+            source.is_dir() and any(p.is_dir() for p in source.iterdir()))
+        if labelled:
+            X, y = load_dataset(str(source))
+            return X, y
+    return np.asarray(_collect_images(items), dtype=object), None
+
+
+def _embed(args):
+    from embedder.encoder_files import load_encoder_file
+    from pipelines.streaming import iter_embeddings, write_embeddings
 
     out = Path(args.out)
     if out.suffix not in EMBEDDING_FORMATS:
@@ -303,21 +467,31 @@ def _embed(args):
         if importlib.util.find_spec("pyarrow") is None:
             raise ValueError("--out .parquet needs the pyarrow package (pip install "
                              "pyarrow); use --out embeddings.npy or embeddings.csv instead")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not Path(args.encoder).is_file():
         raise FileNotFoundError(f"encoder file {args.encoder!r} does not exist")
     X, y = _load(args.data)
-    embedder = TripletEmbedder(encoder=args.encoder, input_shape=_input_shape(args, X))
-    Z = embedder.fit(X, y).transform(X)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, Z)
-    else:
-        table = pd.DataFrame(Z, columns=[f"e{i}" for i in range(Z.shape[1])])
-        table.insert(0, "label", y)
-        if np.asarray(X).ndim == 1:
-            table.insert(0, "path", X)
-        table.to_csv(out, index=False) if out.suffix == ".csv" else table.to_parquet(out)
-    print(f"{Z.shape[0]} embeddings of dimension {Z.shape[1]} written to {out}")
+    model = load_encoder_file(args.encoder)[0]
+    shape = _embed_shape(args, X, int(model.input_shape[-1]))
+    dim = int(model.output_shape[-1])
+    columns = {} if out.suffix == ".npy" else {"label": y}
+    if out.suffix != ".npy" and np.asarray(X).ndim == 1:
+        columns = {"path": X, **columns}
+    # streamed: memory stays flat in the number of images (pipelines/streaming.py)
+    blocks = iter_embeddings(model, X, shape, batch_size=args.batch_size)
+    write_embeddings(blocks, len(X), dim, out, columns=columns)
+    print(f"{len(X)} embeddings of dimension {dim} written to {out}")
+
+
+def _embed_shape(args, X, channels):
+    """Shape images are brought to: --image-size for files (else 112), arrays' own size."""
+    if np.asarray(X).ndim != 1:
+        return (*np.asarray(X).shape[1:3], channels)
+    size = 112 if args.image_size is None else args.image_size
+    if size < 8:
+        raise ValueError(f"--image-size must be at least 8 pixels, got {size}")
+    return (size, size, channels)
 
 
 def _demo(args):

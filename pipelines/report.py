@@ -4,127 +4,240 @@ The folds come from scikit-learn (``StratifiedKFold(shuffle=True)`` or any split
 ``refit_encoder="per_fold"`` the embedding part of the pipeline is cloned and trained on the
 training part of each fold only, so the encoder never sees the test fold; it is trained
 once per fold and its embeddings are shared by all heads, which are cheap to fit. With
-``"never"`` a frozen encoder embeds every image once and only the heads are
-cross-validated; the report says so and warns when the encoder's training images (known
-from their fingerprints) are among the evaluated ones.
+``"never"`` (or an :class:`embedder.FrozenEmbedder`) a frozen encoder embeds every image
+once and only the heads are cross-validated; the report says so and warns when the
+encoder's training images (known from their fingerprints) are among the evaluated ones.
+
+Folds run through :class:`joblib.Parallel` (``n_jobs``), so
+``with joblib.parallel_config(backend="dask"):`` spreads them over a Dask cluster.
+
+The result is typed (fields as of this version; ``pipelines.plots``, the Markdown and the
+CLI read them, ``to_dict``/``to_json`` are for output only):
+
+- :class:`Report`: ``heads`` (name -> :class:`HeadResult`), ``best_head``,
+  ``best_head_rule``, ``classes`` (list of str, natural order; the order of every
+  confusion matrix), ``n_samples``, ``cv`` (:class:`CVInfo`), ``refit_encoder``,
+  ``embedder`` (:class:`EmbedderInfo`), ``folds`` (list of :class:`FoldRecord`),
+  ``retrieval`` (:class:`RetrievalResult`), ``embedding_2d`` (the dict of
+  :func:`pipelines.plots.project_2d`), ``validation`` (str or None), ``warnings``,
+  ``notes``; property ``histories`` (one Keras history per trained encoder).
+- :class:`HeadResult`: ``estimator``, ``folds`` (metric -> per-fold list), ``mean``,
+  ``std`` (metric -> float), ``confusion_matrix`` (list of lists of int, summed over the
+  folds, rows = true class), ``classification_report`` (scikit-learn's dict of pooled
+  out-of-fold predictions). Metrics: ``accuracy``, ``balanced_accuracy``, ``f1_macro``,
+  ``fit_time``, ``predict_time`` (seconds).
+- :class:`RetrievalResult`: ``folds`` (per-fold dicts), ``mean``, ``std``, ``k``
+  (neighbours of ``knn_accuracy``, ``None`` when it is left out), ``note``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import joblib
 import numpy as np
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-)
-from sklearn.model_selection import StratifiedKFold, check_cv
+from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from pipelines._report_text import jsonable, report_markdown, report_summary
-from pipelines.plots import project_2d
+from pipelines._report_folds import (
+    METRICS,
+    TIMES,
+    FoldRecord,
+    FoldTask,
+    FrozenEmbedding,
+    PerFoldEmbedding,
+    check_folds,
+    choose_knn_k,
+    is_frozen_embedder,
+    run_fold,
+    validation_info,
+)
+from pipelines._report_text import report_markdown, report_summary
+from pipelines._text import jsonable, natural_key
+
+__all__ = ["CVInfo", "EmbedderInfo", "FoldRecord", "HeadResult", "Report",
+           "RetrievalResult", "cross_validate_report"]
 
 REFIT_ENCODER = ("per_fold", "never")
-METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 BEST_HEAD_RULE = (
     "highest mean balanced accuracy over the folds (ties: higher mean macro-F1, then the "
     "order of the heads)"
 )
-_SCORERS = {
-    "accuracy": accuracy_score,
-    "balanced_accuracy": balanced_accuracy_score,
-    "f1_macro": lambda t, p: f1_score(t, p, average="macro", zero_division=0),
-}
+_PER_FOLD_NOTE = ("The encoder was trained inside every fold on the training part only "
+                  "(refit_encoder='per_fold'): the test folds were never seen by it.")
+
+
+def _build(cls, data, **nested):
+    """``cls(**data)`` after checking every field is there; ``nested`` maps a field to
+    the function that rebuilds its value."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(data, dict):
+        raise ValueError(f"report data for {cls.__name__} must be a dict, got "
+                         f"{type(data).__name__}")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ValueError(f"report data lacks the fields {missing}"
+                         + ("" if cls is Report else f" of {cls.__name__}"))
+    return cls(**{n: nested[n](data[n]) if n in nested else data[n] for n in names})
+
+
+@dataclasses.dataclass
+class HeadResult:
+    """Cross-validated scores of one head; see the module docstring for the fields."""
+
+    estimator: str
+    folds: dict
+    mean: dict
+    std: dict
+    confusion_matrix: list
+    classification_report: dict
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadResult:
+        """Rebuild from :meth:`Report.to_dict` output."""
+        return _build(cls, data)
+
+
+@dataclasses.dataclass
+class RetrievalResult:
+    """Leave-one-out retrieval scores of the held-out embeddings, per fold and mean ± std."""
+
+    folds: list
+    mean: dict
+    std: dict
+    k: int | None
+    note: str
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RetrievalResult:
+        """Rebuild from :meth:`Report.to_dict` output."""
+        return _build(cls, data)
+
+
+@dataclasses.dataclass
+class CVInfo:
+    """The folds: how many, the splitter's ``repr``, the seed and ``n_jobs``."""
+
+    n_splits: int
+    splitter: str
+    random_state: int | None
+    n_jobs: int | None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CVInfo:
+        """Rebuild from :meth:`Report.to_dict` output."""
+        return _build(cls, data)
+
+
+@dataclasses.dataclass
+class EmbedderInfo:
+    """The embedding step: class, parameters, and whether it was frozen.
+
+    ``history``, ``validation`` and ``embed_time`` describe a frozen encoder that embedded
+    every image once (``{}``, ``None``, ``None`` when encoders were trained per fold:
+    see :attr:`Report.folds`).
+    """
+
+    class_name: str
+    params: dict
+    frozen: bool
+    history: dict
+    validation: dict | None
+    embed_time: float | None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EmbedderInfo:
+        """Rebuild from :meth:`Report.to_dict` output."""
+        return _build(cls, data)
 
 
 @dataclasses.dataclass
 class Report:
-    """Result of :func:`cross_validate_report`; every field is JSON-compatible.
-
-    ``heads`` maps a head name to ``folds`` (metric -> per-fold list, incl. ``fit_time`` and
-    ``predict_time`` in seconds), ``mean``, ``std``, ``classification_report`` (pooled
-    out-of-fold predictions) and ``confusion_matrix`` (summed over folds, rows = true
-    classes in the order of ``classes``).
-    """
+    """Result of :func:`cross_validate_report`; see the module docstring for the fields."""
 
     heads: dict
     best_head: str
     best_head_rule: str
     classes: list
     n_samples: int
-    cv: dict
+    cv: CVInfo
     refit_encoder: str
-    embedder: dict
-    retrieval: dict
-    timings: dict
-    histories: list
+    embedder: EmbedderInfo
+    folds: list
+    retrieval: RetrievalResult
     embedding_2d: dict
+    validation: str | None
     warnings: list
     notes: list
 
+    @property
+    def histories(self) -> list:
+        """Keras histories of the encoders trained for this report (one per fold), or
+        of the frozen encoder; ``{}`` entries when nothing was recorded."""
+        if self.embedder.frozen:
+            return [self.embedder.history]
+        return [fold.history for fold in self.folds]
+
     def to_dict(self) -> dict:
-        """A deep copy of the report as plain dicts and lists."""
-        return dataclasses.asdict(self)
+        """A deep copy of the report as plain dicts and lists (strict-JSON values)."""
+        return jsonable(dataclasses.asdict(self))
 
     def to_json(self) -> str:
         """The report as strict JSON (non-finite numbers become ``null``)."""
-        return json.dumps(jsonable(self.to_dict()), indent=2, allow_nan=False)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> Report:
         """Rebuild a report from :meth:`to_dict` / parsed :meth:`to_json` output."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names.difference(data)
-        if missing:
-            raise ValueError(f"report data lacks the fields {sorted(missing)}")
-        return cls(**{k: data[k] for k in names})
+        return _build(
+            cls, data, cv=CVInfo.from_dict, embedder=EmbedderInfo.from_dict,
+            retrieval=RetrievalResult.from_dict,
+            heads=lambda h: {n: HeadResult.from_dict(v) for n, v in h.items()},
+            folds=lambda fs: [_build(FoldRecord, f) for f in fs])
 
     def to_markdown(self, images: dict | None = None) -> str:
         """A human-readable report; ``images`` maps figure names to relative PNG paths."""
-        return report_markdown(self.to_dict(), images or {})
+        return report_markdown(self, images or {})
 
     def summary(self) -> str:
         """A one-screen plain-text table of the heads side by side."""
-        return report_summary(self.to_dict())
+        return report_summary(self)
 
     def save(self, directory) -> dict:
-        """Write ``report.json``, ``report.md`` and the three PNG figures into ``directory``.
+        """Write ``report.json``, ``report.md`` and the PNG figures into ``directory``.
+
+        Every file is written atomically (temporary file, fsync, rename).
+
+        Parameters
+        ----------
+        directory : str or Path
+            Created if missing.
 
         Returns
         -------
         dict
-            File kind (``"json"``, ``"markdown"``, ``"confusion_matrix"``,
-            ``"embeddings_2d"``, ``"training_curves"``) -> written path.
+            File kind (``"json"``, ``"markdown"`` and the figures'
+            :func:`pipelines.plots.save_report_figures` kinds) -> written path.
         """
+        from embedder.files import atomic_write_text
         from pipelines.plots import save_report_figures
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        paths = save_report_figures(self.to_dict(), out)
+        paths = save_report_figures(self, out)
         images = {k: Path(v).name for k, v in paths.items()}
-        paths["json"] = _write_text(out / "report.json", self.to_json())
-        paths["markdown"] = _write_text(out / "report.md", self.to_markdown(images))
+        paths["json"] = str(atomic_write_text(out / "report.json", self.to_json()))
+        paths["markdown"] = str(atomic_write_text(out / "report.md",
+                                                  self.to_markdown(images)))
         return paths
-
-
-def _write_text(path: Path, text: str) -> str:
-    # Temporary file + rename: an interrupted save never leaves a half-written report.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return str(path)
 
 
 def cross_validate_report(
@@ -136,6 +249,7 @@ def cross_validate_report(
     refit_encoder: str = "per_fold",
     random_state=0,
     *,
+    n_jobs=None,
     verbose: int = 0,
 ) -> Report:
     """Cross-validate several classification heads on the pipeline's embeddings.
@@ -148,18 +262,25 @@ def cross_validate_report(
         the last step (``"head"``) is replaced by each of ``heads``.
     X : array-like
         Images (4-D array, 2-D flattened array, or 1-D array/list of image paths).
-    y : array-like of shape (n,)
+    y : array-like of shape (n,) or (n, 1)
         Class labels.
     cv : int or scikit-learn splitter, default=5
-        An int means ``StratifiedKFold(cv, shuffle=True, random_state=random_state)``.
+        An int means ``StratifiedKFold(cv, shuffle=True, random_state=random_state)``;
+        every class needs at least that many images.
     heads : sequence of str or estimators, default=("knn", "logreg", "svm")
         Names for :func:`classifiers.make_head`, or unfitted scikit-learn classifiers.
     refit_encoder : {"per_fold", "never"}, default="per_fold"
         ``"per_fold"`` trains a clone of the embedder on each training fold (honest);
-        ``"never"`` needs a frozen embedder (a ``.keras`` path encoder, or an already fitted
-        embedder, used as is) and cross-validates only the heads.
+        ``"never"`` needs a frozen embedder (an :class:`embedder.FrozenEmbedder`, or an
+        already fitted embedder, used as is) and cross-validates only the heads. A
+        ``FrozenEmbedder`` is never trained, whatever this says.
     random_state : int or None, default=0
         Seed of the fold shuffling and of the 2-D projection's sample.
+    n_jobs : int or None, default=None
+        Folds run at once, through :class:`joblib.Parallel` (``None``: one, unless a
+        :func:`joblib.parallel_config` says otherwise, e.g. ``backend="dask"``). Each
+        fold is deterministic given the embedder's ``random_state``, so the report
+        does not depend on it.
     verbose : int, default=0
         ``> 0`` prints one progress line per fold.
 
@@ -167,6 +288,40 @@ def cross_validate_report(
     -------
     Report
     """
+    named_heads, X, y = _check_inputs(pipeline, X, y, heads, refit_encoder)
+    splitter = check_folds(cv, y, random_state)
+    splits = list(splitter.split(np.zeros((len(y), 1)), y))
+    labels = sorted(np.unique(y).tolist(), key=natural_key)
+    embedding, info, warns, notes = _prepare_embedding(pipeline, X, y, refit_encoder)
+    knn_k, knn_note = choose_knn_k(y, splits)
+    tasks = [FoldTask(i, train, test, len(splits), keep_embeddings=i == 0)
+             for i, (train, test) in enumerate(splits)]
+    outputs = joblib.Parallel(n_jobs=n_jobs)(
+        joblib.delayed(run_fold)(embedding, X if embedding.needs_images else None, y, task,
+                                 named_heads, knn_k, verbose)
+        for task in tasks)
+    results = {name: _aggregate_head(head, [o.heads[name] for o in outputs],
+                                     [o.y_test for o in outputs], labels)
+               for name, head in named_heads}
+    folds = [o.record for o in outputs]
+    for message in warns:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return Report(
+        heads=results, best_head=_best_head(results), best_head_rule=BEST_HEAD_RULE,
+        classes=[str(c) for c in labels], n_samples=len(y),
+        cv=CVInfo(len(splits), repr(splitter), random_state, n_jobs),
+        refit_encoder=refit_encoder, embedder=info, folds=folds,
+        retrieval=_aggregate_retrieval([o.retrieval for o in outputs], knn_k, knn_note),
+        embedding_2d=_projection(embedding, outputs[0], y, random_state),
+        validation=_validation_note([f.validation for f in folds] if not info.frozen
+                                    else [info.validation], per_fold=not info.frozen),
+        warnings=warns, notes=notes,
+    )
+
+
+def _check_inputs(pipeline, X, y, heads, refit_encoder):
+    from embedder.checks import column_labels
+
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) < 2:
         raise TypeError(
             "pipeline must be an sklearn Pipeline with an embedding step and a head step "
@@ -178,87 +333,12 @@ def cross_validate_report(
         )
     named_heads = _resolve_heads(heads)
     X = X if isinstance(X, np.ndarray) else np.asarray(X)
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
+    y = column_labels(y)
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(
             f"y must be 1-D with one label per image ({len(X)}), got shape {y.shape}"
         )
-    if isinstance(cv, int | np.integer):
-        cv = StratifiedKFold(int(cv), shuffle=True, random_state=random_state)
-    splitter = check_cv(cv, y, classifier=True)
-    splits = list(splitter.split(np.zeros((len(y), 1)), y))
-    classes = np.unique(y)
-
-    embed_part, embedder = pipeline[:-1], pipeline.steps[-2][1]
-    warns, notes, histories = [], [], []
-    timings = {"encoder_fit_time": [], "embed_time": []}
-    if refit_encoder == "never":
-        embed_part, embedder, fit_note = _frozen_part(embed_part, embedder, X, y)
-        notes.append(fit_note)
-        start = time.perf_counter()
-        Z_all = embed_part.transform(X)
-        timings["embed_time"].append(time.perf_counter() - start)
-        histories.append(jsonable(getattr(embedder, "history_", {}) or {}))
-        _check_leakage(embedder, X, warns, notes)
-    else:
-        notes.append("The encoder was trained inside every fold on the training part only "
-                     "(refit_encoder='per_fold'): the test folds were never seen by it.")
-
-    rows = {name: _empty_head_result(head) for name, head in named_heads}
-    retrieval_folds, projection_source = [], None
-    for k, (train, test) in enumerate(splits):
-        if refit_encoder == "per_fold":
-            if verbose:
-                print(f"[fold {k + 1}/{len(splits)}] training the encoder on {len(train)} "
-                      "images", flush=True)
-            part = clone(embed_part)
-            start = time.perf_counter()
-            Z_train = part.fit_transform(X[train], y[train])
-            timings["encoder_fit_time"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            Z_test = part.transform(X[test])
-            timings["embed_time"].append(time.perf_counter() - start)
-            fold_embedder = part.steps[-1][1]
-            embedder = fold_embedder if k == 0 else embedder  # fitted: knows `frozen_`
-            histories.append(jsonable(getattr(fold_embedder, "history_", {}) or {}))
-            if k == 0 and getattr(fold_embedder, "frozen_", False):
-                notes.append("The embedder is frozen (a saved encoder): refit_encoder="
-                             "'per_fold' trained nothing inside the folds.")
-                _check_leakage(fold_embedder, X, warns, notes)
-        else:
-            Z_train, Z_test = Z_all[train], Z_all[test]
-        retrieval_folds.append(_retrieval(Z_test, y[test]))
-        if projection_source is None:
-            projection_source = (Z_all, y) if refit_encoder == "never" else (Z_test, y[test])
-        for name, head in named_heads:
-            _evaluate_head(rows[name], clone(head), Z_train, y[train], Z_test, y[test], classes)
-        if verbose:
-            scores = ", ".join(f"{n} {rows[n]['folds']['balanced_accuracy'][-1]:.3f}"
-                               for n, _ in named_heads)
-            print(f"[fold {k + 1}/{len(splits)}] balanced accuracy: {scores}", flush=True)
-
-    names = [str(c) for c in classes]
-    for row in rows.values():
-        _finish_head_result(row, classes, names)
-    best = max(rows, key=lambda n: (rows[n]["mean"]["balanced_accuracy"],
-                                    rows[n]["mean"]["f1_macro"], -list(rows).index(n)))
-    for message in warns:
-        warnings.warn(message, UserWarning, stacklevel=2)
-    return Report(
-        heads=jsonable(rows), best_head=best, best_head_rule=BEST_HEAD_RULE, classes=names,
-        n_samples=len(y),
-        cv={"n_splits": len(splits), "splitter": repr(splitter), "random_state": random_state},
-        refit_encoder=refit_encoder, embedder=_embedder_settings(embedder),
-        retrieval=jsonable(_mean_std(retrieval_folds)), timings=jsonable(timings),
-        histories=histories,
-        embedding_2d=project_2d(
-            *projection_source, random_state=random_state,
-            source="all evaluated images, frozen encoder" if refit_encoder == "never"
-            else "held-out images of fold 1, embedded by that fold's encoder"),
-        warnings=warns, notes=notes,
-    )
+    return named_heads, X, y
 
 
 def _resolve_heads(heads) -> list:
@@ -287,95 +367,123 @@ def _resolve_heads(heads) -> list:
     return named
 
 
-def _frozen_part(embed_part, embedder, X, y):
-    """The embedding part to use as is for ``refit_encoder="never"``."""
+def _prepare_embedding(pipeline, X, y, refit_encoder):
+    """The fold-embedding implementation, the embedder's record, warnings and notes."""
+    embed_part, step = pipeline[:-1], pipeline.steps[-2][1]
+    if refit_encoder == "per_fold" and not is_frozen_embedder(step):
+        params = jsonable(step.get_params(deep=False)) if hasattr(step, "get_params") else {}
+        info = EmbedderInfo(type(step).__name__, params, False, {}, None, None)
+        return PerFoldEmbedding(embed_part), info, [], [_PER_FOLD_NOTE]
+    part, note = _frozen_part(embed_part, step, X, y, refit_encoder)
+    start = time.perf_counter()
+    Z = np.asarray(part.transform(X))
+    embed_time = time.perf_counter() - start
+    fitted = part.steps[-1][1]
+    warns, notes = _check_leakage(fitted, X)
+    params = jsonable(fitted.get_params(deep=False)) if hasattr(fitted, "get_params") else {}
+    info = EmbedderInfo(type(fitted).__name__, params, True,
+                        jsonable(getattr(fitted, "history_", None) or {}),
+                        validation_info(fitted), embed_time)
+    return FrozenEmbedding(Z), info, warns, [note, *notes]
+
+
+def _frozen_part(embed_part, step, X, y, refit_encoder):
+    """The embedding part to use as is, and the note that says how it was obtained."""
     try:
-        check_is_fitted(embedder)
-        return embed_part, embedder, (
-            "The encoder was NOT refitted inside the folds (refit_encoder='never'): an "
-            "already fitted embedder was used as is; only the heads were cross-validated.")
+        check_is_fitted(step)
+        return embed_part, (
+            f"The encoder was NOT refitted inside the folds (refit_encoder="
+            f"'{refit_encoder}'): an already fitted {type(step).__name__} was used as is; "
+            "only the heads were cross-validated.")
     except (NotFittedError, TypeError):
         pass
-    encoder = getattr(embedder, "encoder", None)
-    if not (isinstance(encoder, str | os.PathLike) and str(encoder).endswith(".keras")):
+    if not is_frozen_embedder(step):
         raise ValueError(
-            "refit_encoder='never' needs a frozen embedder: a saved .keras encoder path or "
-            f"an already fitted embedder, got an unfitted embedder with encoder={encoder!r}; "
-            "use refit_encoder='per_fold' to train it inside the folds"
+            "refit_encoder='never' needs a frozen embedder (an embedder.FrozenEmbedder or "
+            f"an already fitted embedder), got an unfitted {type(step).__name__}; use "
+            "refit_encoder='per_fold' to train it inside the folds"
         )
-    part = clone(embed_part).fit(X, y)  # a path encoder is frozen: fit trains nothing
-    return part, part.steps[-1][1], (
-        f"The encoder was NOT refitted inside the folds (refit_encoder='never'): the saved "
-        f"encoder {str(encoder)!r} was used frozen; only the heads were cross-validated.")
+    part = clone(embed_part).fit(X, y)  # a FrozenEmbedder's fit trains nothing
+    return part, (
+        f"The encoder was NOT refitted inside the folds (refit_encoder='{refit_encoder}'): "
+        f"the saved encoder {str(step.encoder)!r} was used frozen (FrozenEmbedder); only "
+        "the heads were cross-validated.")
 
 
-def _check_leakage(embedder, X, warns: list, notes: list) -> None:
+def _check_leakage(embedder, X) -> tuple:
     from embedder.fingerprints import image_fingerprints, overlap
 
     seen = getattr(embedder, "training_fingerprints_", None)
     if seen is None or len(seen) == 0:
-        notes.append("The encoder's training images are unknown (no fingerprints), so "
-                     "overlap with the evaluated images could not be checked.")
-        return
+        return [], ["The encoder's training images are unknown (no fingerprints), so "
+                    "overlap with the evaluated images could not be checked."]
     n_overlap = overlap(seen, image_fingerprints(X))
     if n_overlap:
-        warns.append(
+        return [
             f"{n_overlap} of the {len(X)} evaluated images were in the encoder's training "
-            "set (refit_encoder without per-fold training): the scores are optimistic; use "
+            "set (a frozen encoder, not trained per fold): the scores are optimistic; use "
             "refit_encoder='per_fold' or images the encoder never saw"
-        )
+        ], []
+    return [], [f"None of the {len(X)} evaluated images is among the {len(seen)} images "
+                "the encoder was trained on."]
+
+
+def _aggregate_head(head, folds: list, y_tests: list, labels: list) -> HeadResult:
+    """Per-fold lists, mean and std, summed confusion matrix, pooled per-class report."""
+    per_metric = {m: [f.scores[m] for f in folds] for m in (*METRICS, *TIMES)}
+    y_true, y_pred = np.concatenate(y_tests), np.concatenate([f.y_pred for f in folds])
+    matrix = sum(confusion_matrix(t, f.y_pred, labels=labels)
+                 for t, f in zip(y_tests, folds, strict=True))
+    per_class = classification_report(y_true, y_pred, labels=labels,
+                                      target_names=[str(c) for c in labels],
+                                      output_dict=True, zero_division=0)
+    return HeadResult(
+        estimator=repr(head), folds=jsonable(per_metric),
+        mean={m: float(np.mean(v)) for m, v in per_metric.items()},
+        std={m: float(np.std(v)) for m, v in per_metric.items()},
+        confusion_matrix=np.asarray(matrix).tolist(), classification_report=jsonable(per_class))
+
+
+def _best_head(results: dict) -> str:
+    order = list(results)
+    return max(order, key=lambda n: (results[n].mean["balanced_accuracy"],
+                                     results[n].mean["f1_macro"], -order.index(n)))
+
+
+def _aggregate_retrieval(per_fold: list, k, note: str) -> RetrievalResult:
+    keys = [key for key in per_fold[0] if key != "n_queries"]
+    values = {key: [fold[key] for fold in per_fold] for key in keys}
+    return RetrievalResult(
+        folds=jsonable(per_fold),
+        mean=jsonable({key: np.mean(v) for key, v in values.items()}),
+        std=jsonable({key: np.std(v) for key, v in values.items()}), k=k, note=note)
+
+
+def _projection(embedding, first, y, random_state) -> dict:
+    from pipelines.plots import project_2d
+
+    if isinstance(embedding, FrozenEmbedding):
+        return project_2d(embedding.Z, y, random_state=random_state,
+                          source="all evaluated images, frozen encoder")
+    return project_2d(first.Z_test, first.y_test, random_state=random_state,
+                      source="held-out images of fold 1, embedded by that fold's encoder")
+
+
+def _validation_note(validations: list, *, per_fold: bool) -> str | None:
+    """One sentence: where the validation split was skipped, why, and what it means."""
+    from embedder.checks import few
+
+    skipped = [v for v in validations if v and not v.get("used", True)]
+    if not skipped:
+        return None
+    reasons = list(dict.fromkeys(str(v.get("reason") or "no reason given") for v in skipped))
+    if not per_fold:
+        where = "for the encoder"
+    elif len(skipped) == len(validations):
+        where = f"in all {len(validations)} folds" if len(validations) > 1 else ""
     else:
-        notes.append(f"None of the {len(X)} evaluated images is among the "
-                     f"{len(seen)} images the encoder was trained on.")
-
-
-def _empty_head_result(head) -> dict:
-    keys = (*METRICS, "fit_time", "predict_time")
-    return {"estimator": repr(head), "folds": {k: [] for k in keys},
-            "_true": [], "_pred": [], "_cm": []}
-
-
-def _evaluate_head(row, head, Z_train, y_train, Z_test, y_test, classes) -> None:
-    start = time.perf_counter()
-    head.fit(Z_train, y_train)
-    row["folds"]["fit_time"].append(time.perf_counter() - start)
-    start = time.perf_counter()
-    pred = head.predict(Z_test)
-    row["folds"]["predict_time"].append(time.perf_counter() - start)
-    for metric, score in _SCORERS.items():
-        row["folds"][metric].append(float(score(y_test, pred)))
-    row["_true"].append(y_test)
-    row["_pred"].append(pred)
-    row["_cm"].append(confusion_matrix(y_test, pred, labels=classes))
-
-
-def _finish_head_result(row, classes, names) -> None:
-    y_true, y_pred = np.concatenate(row.pop("_true")), np.concatenate(row.pop("_pred"))
-    row["confusion_matrix"] = np.sum(row.pop("_cm"), axis=0).tolist()
-    row["classification_report"] = classification_report(
-        y_true, y_pred, labels=classes, target_names=names, output_dict=True, zero_division=0
-    )
-    stats = _mean_std([dict(zip(row["folds"], v, strict=True))
-                       for v in zip(*row["folds"].values(), strict=True)])
-    row["mean"], row["std"] = stats["mean"], stats["std"]
-
-
-def _mean_std(per_fold: list) -> dict:
-    keys = per_fold[0].keys() if per_fold else ()
-    return {"folds": per_fold,
-            "mean": {k: float(np.mean([f[k] for f in per_fold])) for k in keys},
-            "std": {k: float(np.std([f[k] for f in per_fold])) for k in keys}}
-
-
-def _retrieval(Z, labels) -> dict:
-    from embedder.metrics import retrieval_scores
-
-    return {k: float(v) for k, v in retrieval_scores(Z, labels).items()}
-
-
-def _embedder_settings(embedder) -> dict:
-    params = embedder.get_params(deep=False) if hasattr(embedder, "get_params") else {}
-    settings = {"class": type(embedder).__name__, **jsonable(params)}
-    if hasattr(embedder, "frozen_"):
-        settings["frozen"] = bool(embedder.frozen_)
-    return settings
+        where = f"in {len(skipped)} of {len(validations)} folds"
+    why = reasons[0] if len(reasons) == 1 else few(reasons, n=2)
+    return (f"Validation was skipped{' ' + where if where else ''} ({why}): without a "
+            "validation split there was no early stopping and no restore of the best "
+            "weights; the encoder of the last epoch was kept.")

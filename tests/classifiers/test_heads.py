@@ -5,11 +5,13 @@ from sklearn.base import clone, is_classifier
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import normalize
 from sklearn.svm import SVC
 
 from classifiers import HEADS, make_head
+from classifiers.heads import SmallestClassFolds
 from tests._helpers import run_without_tensorflow
 
 
@@ -62,10 +64,65 @@ def test_svm_probability_false_is_a_bare_svc(embeddings):
     assert not hasattr(head, "predict_proba")
 
 
-def test_svm_is_calibrated_with_three_folds():
+def test_svm_is_temperature_calibrated_on_at_most_three_folds():
     head = make_head("svm")
     assert isinstance(head, CalibratedClassifierCV)
-    assert (head.cv, head.ensemble, head.method) == (3, False, "sigmoid")
+    assert (head.ensemble, head.method) == (False, "temperature")
+    assert isinstance(head.cv, SmallestClassFolds) and head.cv.max_splits == 3
+
+
+def _faces_like(n_classes=40, per_class=10, dim=64, noise=0.17, seed=0):
+    """Unit-norm embeddings of many identities with few images each (issue 13's case)."""
+    rng = np.random.default_rng(seed)
+    centres = normalize(rng.normal(size=(n_classes, dim)))
+    noise = noise * rng.normal(size=(n_classes * per_class, dim))
+    X = np.repeat(centres, per_class, axis=0) + noise
+    return normalize(X), np.repeat(np.arange(n_classes), per_class)
+
+
+def test_many_classes_few_images():
+    # 40 classes x 10 images, 5 folds: 8 training images per class. The former
+    # sigmoid-calibrated SVM (cv=3) scored 0.878 here against logreg's 0.992.
+    X, y = _faces_like()
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    scores = {name: cross_val_score(make_head(name), X, y, cv=folds).mean() for name in HEADS}
+    assert scores == pytest.approx({"knn": 0.978, "logreg": 0.992, "svm": 0.990}, abs=0.006)
+    best = max(scores.values())
+    assert all(best - score <= 0.02 for score in scores.values()), scores
+
+
+def test_svm_predictions_are_the_bare_svcs():
+    # One temperature cannot move the argmax: the calibrated head predicts what the SVC
+    # fitted on all training images predicts (its vote, ties broken by the decision values).
+    X, y = _faces_like(n_classes=12, per_class=4, noise=0.2)
+    calibrated = make_head("svm").fit(X, y)
+    bare = make_head("svm", probability=False, break_ties=True).fit(X, y)
+    queries = _faces_like(n_classes=12, per_class=4, noise=0.2, seed=1)[0]
+    np.testing.assert_array_equal(calibrated.predict(queries), bare.predict(queries))
+
+
+def test_svm_calibration_folds_follow_the_smallest_class():
+    X, y = _faces_like(n_classes=3, per_class=6)
+    y = y.astype(str)
+    keep = np.r_[0:2, 6:18]  # class "0" keeps 2 images: 2 folds instead of 3
+    head = make_head("svm").fit(X[keep], y[keep])
+    assert head.predict_proba(X).shape == (18, 3)
+    np.testing.assert_allclose(head.predict_proba(X).sum(axis=1), 1.0)
+    assert SmallestClassFolds().get_n_splits(y=y[keep]) == 2
+    assert SmallestClassFolds().get_n_splits(y=y) == 3
+    assert SmallestClassFolds().get_n_splits() == 3
+    with pytest.raises(ValueError, match=r"needs at least 2 training images per class; "
+                                         r"1 of the 3 classes have 1\. Use make_head\('svm', "
+                                         r"probability=False\)"):
+        make_head("svm").fit(X[keep][1:], y[keep][1:])
+
+
+def test_svm_binary_probabilities():
+    X, y = _faces_like(n_classes=2, per_class=6, noise=0.3)
+    head = make_head("svm").fit(X, y)
+    proba = head.predict_proba(X)
+    assert proba.shape == (12, 2)
+    np.testing.assert_array_equal(head.classes_[proba.argmax(axis=1)], head.predict(X))
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,13 @@ import pytest
 from PIL import Image
 
 from embedder import data
-from embedder.data import (
-    check_images,
-    decode_errors,
+from embedder.checks import check_images
+from embedder.data import load_dataset
+from embedder.decoding import decode_errors, read_image
+from embedder.image_pipeline import (
     image_batches,
     iterate_batches,
-    load_dataset,
     offline_triplet_dataset,
-    read_image,
     training_dataset,
 )
 from embedder.sampling import PKSampler
@@ -64,7 +63,7 @@ def test_csv_errors(shapes_folder, tmp_path):
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"file": paths, "label": y}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match=r"CSV file '.*bad\.csv' must have columns \['path', "
-                       r"'label'\], got \['file', 'label'\]"):
+                       r"'label'\], got 2: 'file', 'label'$"):
         load_dataset(bad)
     pd.DataFrame({"path": paths + ["gone.png"], "label": list(y) + [0]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match=r"bad\.csv' lists 1 missing image file\(s\).*gone\.png"):
@@ -83,7 +82,7 @@ def test_folder_errors(tmp_path, shapes_folder):
     single = tmp_path / "single"
     write_image_folder(single, X[:3], y[:3])
     with pytest.raises(ValueError, match=r"folder '.*single' must hold at least 2 classes, "
-                       r"got 1 \(\['class_0'\]\)"):
+                       r"got 1 \('class_0'\)"):
         load_dataset(single)
     (tmp_path / "flat").mkdir()
     with pytest.raises(ValueError, match=r"folder '.*flat' must contain one sub-folder per"):
@@ -202,7 +201,46 @@ def test_missing_paths_and_bad_input_shape(tmp_path):
         image_batches(np.zeros((1, 8, 8, 3)), (8, 8, 3), batch_size=0)
 
 
+def test_many_missing_files_are_listed_with_a_count(tmp_path):
+    missing = [str(tmp_path / f"gone_{i}.png") for i in range(40)]
+    with pytest.raises(ValueError, match=r"X lists 40 missing image file\(s\): '.*gone_0\.png', "
+                       r"('[^']*', ){3}'.*gone_4\.png' and 35 more \(40 in all\)$"):
+        image_batches(missing, (8, 8, 3))
+
+
+def test_paths_as_pandas_series(shapes_folder):
+    _, X, _, paths = shapes_folder
+    got = _all(image_batches(pd.Series(paths), (12, 12, 3), batch_size=8))
+    np.testing.assert_array_equal(got, X)
+
+
+def test_decompression_bomb_is_our_error(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "big.bmp")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 > 2 x 100: an error in Pillow
+    message = (r"cannot read image file '.*big\.bmp': it is larger than Pillow's "
+               r"decompression-bomb limit of 100 pixels")
+    with pytest.raises(ValueError, match=message):
+        read_image(tmp_path / "big.bmp", (8, 8, 1))
+    with pytest.raises(ValueError, match=message):  # Pillow inside the tf.data pipeline
+        _all(image_batches([str(tmp_path / "big.bmp")], (8, 8, 1)))
+    with pytest.raises(ValueError, match=message.replace("bmp", "png")):
+        read_image(tmp_path / "big.png", (8, 8, 1))
+
+
+def test_empty_image_file_is_our_error(tmp_path):
+    path = tmp_path / "empty.pgm"
+    path.write_bytes(b"P5\n4 0\n255\n")  # 4 wide, 0 high
+    with pytest.raises(ValueError, match=r"cannot read image file '.*empty\.pgm'"):
+        read_image(path, (8, 8, 1))
+    with pytest.raises(ValueError, match=r"cannot read image file '.*empty\.pgm'"):
+        _all(image_batches([str(path)], (8, 8, 1)))
+
+
 def test_check_images():
+    with pytest.raises(ValueError, match=r"X must hold images of at least 1 x 1 pixels and 1 "
+                       r"channel, got shape \(2, 0, 4, 3\)"):
+        check_images(np.zeros((2, 0, 4, 3)))
     X = np.zeros((3, 4, 4, 1), np.float32)
     assert check_images(X) is X
     X[0, 0, 0, 0], X[2, 1, 1, 0] = np.nan, np.inf

@@ -4,32 +4,18 @@ import tensorflow as tf
 
 from embedder.distances import (
     DISTANCES,
+    MAX_DISTANCE,
     check_distance,
+    cross_distances,
     paired_distances,
     pairwise_distances,
+    row_norms,
     safe_sqrt,
 )
+from tests import _references as ref
 
-
-def reference_distance(u, v, distance):
-    """Brute-force distance between two vectors, in float64."""
-    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
-    if distance == "cosine":
-        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
-        cosine = 0.0 if nu == 0 or nv == 0 else u @ v / (nu * nv)
-        return 1.0 - cosine
-    squared = np.sum((u - v) ** 2)
-    return squared if distance == "squared" else np.sqrt(squared)
-
-
-def reference_pairwise(x, distance):
-    n = len(x)
-    out = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                out[i, j] = reference_distance(x[i], x[j], distance)
-    return out
+reference_distance = ref.distance
+reference_pairwise = ref.pairwise
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
@@ -137,3 +123,53 @@ def test_bad_shapes():
         r"and y of shape \(3, 3\)",
     ):
         paired_distances(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_cross_distances_match_brute_force(distance):
+    rng = np.random.default_rng(21)
+    x, y = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    expected = [[reference_distance(u, v, distance) for v in y] for u in x]
+    got = cross_distances(x, y, distance)
+    assert tuple(got.shape) == (3, 5) and got.dtype == "float32"
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-10, 1e10, 1e14])
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_scale_safe(distance, scale):
+    # Exact up to float32 rounding at any scale below the saturation (the old expansion
+    # lost every digit from about 1e10 and gave NaN from 1e19).
+    x = np.random.default_rng(22).normal(size=(6, 3))
+    expected = reference_pairwise(x, distance) * (scale if distance == "euclidean" else 1.0)
+    got = pairwise_distances((x * scale).astype("float32"), distance)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.max())
+    paired = paired_distances((x * scale).astype("float32"), (x[::-1] * scale).astype("float32"),
+                              distance)  # fmt: skip
+    np.testing.assert_allclose(paired, np.diag(expected[:, ::-1]), rtol=1e-4)
+
+
+def test_squared_saturates_at_max_distance():
+    x = np.array([[0.0, 0.0], [3e20, 4e20], [0.0, 1.0]], dtype="float32")
+    got = pairwise_distances(x, "squared").numpy()
+    assert np.all(np.isfinite(got)) and got.max() <= MAX_DISTANCE
+    # One constant scales the batch down: the ratios of distances are kept.
+    np.testing.assert_allclose(got[0, 1] / got[1, 2], 25 / (9 + 16), rtol=1e-4)
+    small = pairwise_distances(np.array([[0.0], [1e-15]], "float32"), "squared")
+    np.testing.assert_allclose(small[0, 1], 1e-30, rtol=1e-5)  # not underflowed to 0
+    euclidean = pairwise_distances(np.array([[0.0], [1e30], [2e30]], "float32"))
+    # cap for D = 1: MAX_DISTANCE / 2 is the largest possible distance of scaled rows
+    expected = np.array([[0, 0.5, 1], [0.5, 0, 0.5], [1, 0.5, 0]]) * MAX_DISTANCE / 2
+    np.testing.assert_allclose(euclidean, expected, rtol=1e-5)
+
+
+def test_row_norms():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [3e30, 4e30]], dtype="float32")
+    np.testing.assert_allclose(row_norms(x), [5.0, 0.0, 5e30], rtol=1e-6)
+
+
+def test_non_finite_raises():
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"x contain NaN or infinity"):
+        cross_distances(np.array([[np.inf, 0.0]]), np.zeros((2, 2)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"embeddings contain NaN"):
+        pairwise_distances(np.array([[np.nan, 0.0], [0.0, 0.0]]))

@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 
-from embedder import TripletEmbedder, embedding_cache
+from embedder import FrozenEmbedder
 from embedder.metrics import retrieval_scores
 from tests._helpers import TINY_SHAPE, tiny_embedder
 from tests._images import write_image_folder
@@ -31,7 +31,8 @@ def test_fit_transform_contract(fitted, shapes16):
     assert fitted.n_features_in_ == 16 * 16 * 3
     assert fitted.input_shape_ == SHAPE
     np.testing.assert_array_equal(fitted.classes_, np.arange(5))
-    assert not fitted.frozen_ and not fitted.collapsed_
+    assert not fitted.collapsed_
+    assert fitted.config_.margin == 0.2 and fitted.config_.classes_per_batch == 5
     assert len(fitted.history_["loss"]) == 3
     assert fitted.training_fingerprints_.shape == (len(X),)
     assert list(fitted.get_feature_names_out()) == [f"tripletembedder{i}" for i in range(8)]
@@ -84,28 +85,23 @@ def test_clone_is_unfitted_with_same_params(fitted):
     assert not hasattr(other, "encoder_")
 
 
-def test_frozen_encoder_trains_nothing(fitted, shapes16, tmp_path):
+def test_saved_encoder_is_a_starting_point_for_training(fitted, shapes16, tmp_path):
     X, y = shapes16
     path = fitted.save_encoder(tmp_path / "enc.keras")
-    assert path.exists() and (tmp_path / "enc.keras.fingerprints.npy").exists()
-    frozen = TripletEmbedder(encoder=str(path), input_shape=SHAPE).fit(X[:7], y[:7])
-    assert frozen.frozen_ and frozen.history_ == {}
-    np.testing.assert_array_equal(frozen.training_fingerprints_, fitted.training_fingerprints_)
-    np.testing.assert_allclose(frozen.transform(X), fitted.transform(X), atol=1e-6)
-    # y is optional for a frozen encoder
-    assert TripletEmbedder(encoder=str(path), input_shape=SHAPE).fit(X).classes_.size == 1
+    assert (tmp_path / "enc.keras.fingerprints.json").is_file()
+    tuned = _embedder(encoder=str(path), epochs=1, learning_rate=1e-3).fit(X, y)
+    assert len(tuned.history_["loss"]) == 1  # it trained
+    before, after = fitted.transform(X[:8]), tuned.transform(X[:8])
+    assert 1e-6 < np.abs(before - after).max() < 0.5  # moved, but from the saved weights
+    frozen = FrozenEmbedder(str(path)).fit(X)
+    np.testing.assert_allclose(frozen.transform(X[:8]), before, atol=1e-6)
 
 
-def test_frozen_encoder_embeds_each_image_once(fitted, shapes16, tmp_path):
-    X, y = shapes16
-    path = fitted.save_encoder(tmp_path / "enc.keras")
-    embedding_cache.CACHE.clear()
-    first = TripletEmbedder(encoder=str(path), input_shape=SHAPE).fit(X, y)
-    Z = first.transform(X)
-    assert embedding_cache.CACHE.misses == len(X) and embedding_cache.CACHE.hits == 0
-    second = clone(first).fit(X[:50], y[:50])  # e.g. the next fold of a grid search
-    np.testing.assert_array_equal(second.transform(X[10:40]), Z[10:40])
-    assert embedding_cache.CACHE.misses == len(X) and embedding_cache.CACHE.hits == 30
+def test_training_config_collects_every_setting():
+    est = _embedder(loss="batch_hard", warmup_epochs=0, patience=2, checkpoint_dir=None)
+    config = est.training_config()
+    assert (config.loss, config.warmup_epochs, config.patience) == ("batch_hard", 0, 2)
+    assert config.random_state == 0 and config.epochs == 3
 
 
 def test_collapse_is_recorded(shapes16):
@@ -162,8 +158,8 @@ def test_bad_parameters(shapes16, tmp_path):
         _embedder(distance="manhattan").fit(X, y)
     with pytest.raises(InvalidParameterError, match="The 'margin' parameter"):
         _embedder(margin=-1.0).fit(X, y)
-    with pytest.raises(ValueError, match="encoder must be one of .* or the path of a saved"
-                       " .keras encoder, got 'vgg'"):
+    with pytest.raises(ValueError, match="encoder must be one of .* or the path of an "
+                       "existing .keras encoder to fine-tune, got 'vgg'"):
         _embedder(encoder="vgg").fit(X, y)
     fake = tmp_path / "model.keras"
     fake.write_text("not a model")
@@ -171,3 +167,5 @@ def test_bad_parameters(shapes16, tmp_path):
         _embedder(encoder=str(fake)).fit(X, y)
     with pytest.raises(ValueError, match="missing.keras"):
         _embedder(encoder=str(tmp_path / "missing.keras")).fit(X, y)
+    with pytest.raises(ValueError, match=r"X has 0 images; expected at least 1 image"):
+        _embedder().fit(np.zeros((0, 16, 16, 3)), [])

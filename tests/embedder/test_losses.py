@@ -11,7 +11,6 @@ from embedder.losses import (
     ContrastiveLoss,
     OfflineTripletLoss,
     SemiHardTripletLoss,
-    batch_all_fraction_positive,
     batch_all_triplet_loss,
     batch_hard_triplet_loss,
     contrastive_loss,
@@ -20,75 +19,16 @@ from embedder.losses import (
     semi_hard_triplet_loss,
     triplet_loss,
 )
-from tests.embedder.test_distances import reference_distance, reference_pairwise
-
-# ---------------------------------------------------------------- brute-force references
-
-
-def _valid(labels, a, p, n):
-    return a != p and labels[a] == labels[p] and labels[n] != labels[a]
-
-
-def ref_batch_all(labels, x, margin, distance, fraction=False):
-    d, b = reference_pairwise(x, distance), len(labels)
-    hinges = [
-        max(d[a, p] - d[a, n] + margin, 0.0)
-        for a in range(b)
-        for p in range(b)
-        for n in range(b)
-        if _valid(labels, a, p, n)
-    ]
-    n_active = sum(h > 1e-16 for h in hinges)
-    if fraction:
-        return n_active / len(hinges) if hinges else 0.0
-    return sum(hinges) / n_active if n_active else 0.0
-
-
-def ref_batch_hard(labels, x, margin, distance, soft=False):
-    d, b, per_anchor = reference_pairwise(x, distance), len(labels), []
-    for a in range(b):
-        pos = [d[a, p] for p in range(b) if p != a and labels[p] == labels[a]]
-        neg = [d[a, n] for n in range(b) if labels[n] != labels[a]]
-        if pos and neg:
-            gap = max(pos) - min(neg) + margin
-            per_anchor.append(np.log1p(np.exp(gap)) if soft else max(gap, 0.0))
-    return float(np.mean(per_anchor)) if per_anchor else 0.0
-
-
-def ref_semi_hard(labels, x, margin, distance):
-    d, b, hinges = reference_pairwise(x, distance), len(labels), []
-    for a in range(b):
-        neg = [d[a, n] for n in range(b) if labels[n] != labels[a]]
-        for p in range(b):
-            if p != a and labels[p] == labels[a] and neg:
-                farther = [v for v in neg if v > d[a, p]]
-                d_an = min(farther) if farther else max(neg)
-                hinges.append(max(d[a, p] - d_an + margin, 0.0))
-    return float(np.mean(hinges)) if hinges else 0.0
-
-
-def ref_contrastive(labels, x, margin, distance):
-    d, b, terms = reference_pairwise(x, distance), len(labels), []
-    for i in range(b):
-        for j in range(b):
-            if i != j:
-                same = labels[i] == labels[j]
-                terms.append(d[i, j] ** 2 if same else max(margin - d[i, j], 0.0) ** 2)
-    return 0.5 * float(np.mean(terms)) if terms else 0.0
-
+from tests import _references as ref
 
 FUNCTIONS = {
-    "batch_all": (batch_all_triplet_loss, ref_batch_all),
-    "batch_hard": (batch_hard_triplet_loss, ref_batch_hard),
-    "semi_hard": (semi_hard_triplet_loss, ref_semi_hard),
-    "contrastive": (contrastive_loss, ref_contrastive),
-    "fraction": (
-        batch_all_fraction_positive,
-        lambda *args: ref_batch_all(*args, fraction=True),
-    ),
+    "batch_all": (batch_all_triplet_loss, ref.batch_all),
+    "batch_hard": (batch_hard_triplet_loss, ref.batch_hard),
+    "semi_hard": (semi_hard_triplet_loss, ref.semi_hard),
+    "contrastive": (contrastive_loss, ref.contrastive),
     "soft_batch_hard": (
-        lambda *args: batch_hard_triplet_loss(*args, soft=True),
-        lambda *args: ref_batch_hard(*args, soft=True),
+        lambda *args, **kw: batch_hard_triplet_loss(*args, soft=True, **kw),
+        lambda *args: ref.batch_hard(*args, soft=True),
     ),
 }
 TRIPLET_LOSSES = ["batch_all", "batch_hard", "semi_hard", "soft_batch_hard"]
@@ -120,9 +60,7 @@ def test_matches_brute_force(name, distance, labels):
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_offline_triplet_matches_brute_force(distance):
     a, p, n = np.random.default_rng(11).normal(size=(3, 8, 4)).astype("float32")
-    gaps = [reference_distance(a[i], p[i], distance) - reference_distance(a[i], n[i], distance)
-            for i in range(8)]  # fmt: skip
-    expected = np.mean(np.maximum(np.array(gaps) + 0.5, 0.0))
+    expected = ref.offline_triplet(a, p, n, 0.5, distance)
     got = triplet_loss(a, p, n, margin=0.5, distance=distance)
     np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-6)
 
@@ -138,10 +76,11 @@ LITERAL_X = np.array([[0.0], [2.0], [1.0], [5.0]], dtype="float32")
     [
         # hinges 2, 2, 4, 4, 2 of 8 valid triplets are positive
         (batch_all_triplet_loss, {"margin": 1.0}, 14 / 5),
-        (batch_all_fraction_positive, {"margin": 1.0}, 5 / 8),
         # per anchor max(hp - hn + 1, 0) = 2, 2, 4, 2
         (batch_hard_triplet_loss, {"margin": 1.0}, 2.5),
-        (batch_hard_triplet_loss, {"margin": 1.0, "soft": True}, 2.5997334),
+        # soft: log1p(exp(hp - hn)) with gaps 1, 1, 3, 1; the margin is not used
+        (batch_hard_triplet_loss, {"margin": 1.0, "soft": True}, 1.7470931035),
+        (batch_hard_triplet_loss, {"margin": 0.0, "soft": True}, 1.7470931035),
         # pairs (0,1): 5 -> 0; (1,0): 3 -> 0; (2,3): fallback 1 -> 4; (3,2): 5 -> 0
         (semi_hard_triplet_loss, {"margin": 1.0}, 1.0),
         # 0.5 * (4 + 4 + 16 + 16 + 4 * 1.5**2) / 12
@@ -167,10 +106,10 @@ def test_default_margins_and_positional_use():
     assert [default_margin(k) for k in LOSSES] == [0.2, 0.2, 0.2, 0.5, 0.2]
     x = LITERAL_X
     assert float(batch_hard_triplet_loss(LITERAL_LABELS, x)) == pytest.approx(
-        ref_batch_hard(LITERAL_LABELS, x, 0.2, "euclidean"), rel=1e-6
+        ref.batch_hard(LITERAL_LABELS, x, 0.2, "euclidean"), rel=1e-6
     )
     assert float(contrastive_loss(LITERAL_LABELS, x, 0.5, "squared")) == pytest.approx(
-        ref_contrastive(LITERAL_LABELS, x, 0.5, "squared"), rel=1e-6
+        ref.contrastive(LITERAL_LABELS, x, 0.5, "squared"), rel=1e-6
     )
 
 
@@ -179,7 +118,7 @@ def test_default_margins_and_positional_use():
 ALL_FUNCTIONS = [fn for fn, _ in FUNCTIONS.values()]
 
 
-@pytest.mark.parametrize("name", TRIPLET_LOSSES + ["fraction"])
+@pytest.mark.parametrize("name", TRIPLET_LOSSES)
 @pytest.mark.parametrize("labels", [[0, 1, 2, 3, 4, 5], [2, 2, 2, 2, 2, 2], [7]])
 def test_no_valid_triplet_gives_zero(name, labels):
     x = np.random.default_rng(0).normal(size=(len(labels), 3)).astype("float32")
@@ -189,7 +128,9 @@ def test_no_valid_triplet_gives_zero(name, labels):
 def test_contrastive_without_pairs_of_one_kind():
     # Only the negative (or only the positive) term remains; a single row gives 0.
     x = np.array([[0.0], [0.1], [3.0]], dtype="float32")
-    np.testing.assert_allclose(float(contrastive_loss([0, 1, 2], x)), 0.5 * 2 * 0.4**2 / 6)
+    np.testing.assert_allclose(
+        float(contrastive_loss([0, 1, 2], x)), 0.5 * 2 * 0.4**2 / 6, rtol=1e-6
+    )
     np.testing.assert_allclose(
         float(contrastive_loss([1, 1, 1], x)), 0.5 * 2 * (0.01 + 9 + 2.9**2) / 6, rtol=1e-6
     )
@@ -211,7 +152,7 @@ def test_finite_loss_and_gradients(fn, case, distance):
         loss = fn([0, 0, 1, 1, 0, 0, 1, 1], x, 0.2, distance)
     grad = tape.gradient(loss, x)
     assert np.isfinite(float(loss))
-    assert grad is None or np.all(np.isfinite(grad.numpy()))
+    assert grad is not None and np.all(np.isfinite(grad.numpy()))
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
@@ -297,6 +238,84 @@ def test_errors(fn):
         fn([0, 0, 1, 1], np.zeros((4, 2, 1)))
 
 
+# ---------------------------------------------------------------- numerics at the edges
+
+IN_BATCH_FNS = {k: v[0] for k, v in FUNCTIONS.items()}
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared"])
+@pytest.mark.parametrize("name", ["batch_all", "batch_hard", "semi_hard", "contrastive"])
+def test_scale_homogeneous_at_large_magnitudes(name, distance):
+    # Euclidean losses are homogeneous: L(s x, s m) = s L(x, m) (degree 2 for squared,
+    # degree 2 again for contrastive's squares). At s = 1e12 the old expansion
+    # ||x||^2 - 2 x.y + ||y||^2 lost every digit; the scaled one keeps them.
+    labels = LABEL_SETS["balanced_3x4"]
+    x = np.random.default_rng(13).normal(size=(12, 4)).astype("float32")
+    s = 1e6 if distance == "squared" else 1e12
+    power = (2 if distance == "squared" else 1) * (2 if name == "contrastive" else 1)
+    margin_scale = s ** (2 if distance == "squared" else 1)
+    fn = IN_BATCH_FNS[name]
+    small = float(fn(labels, x, 1.0, distance))
+    large = float(fn(labels, x * s, margin_scale, distance))
+    assert small > 0
+    np.testing.assert_allclose(large, small * s**power, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30, 1e-30])
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_finite_at_extreme_scales(name, distance, scale):
+    x = tf.Variable(np.random.default_rng(14).normal(size=(8, 3)).astype("float32") * scale)
+    with tf.GradientTape() as tape:
+        loss = FUNCTIONS[name][0]([0, 0, 1, 1, 2, 2, 0, 1], x, 0.2, distance)
+    grad = tape.gradient(loss, x)
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(grad.numpy()))
+
+
+def test_distances_saturate_instead_of_overflowing():
+    # Squared distances of rows of 1e30 would be ~1e60 (inf in float32): the batch is
+    # scaled down so that no distance exceeds MAX_DISTANCE, the gradient keeps its sign.
+    from embedder.distances import MAX_DISTANCE
+
+    x = tf.Variable([[0.0], [1e30], [3e30], [-1e30]])
+    with tf.GradientTape() as tape:
+        loss = batch_all_triplet_loss([0, 0, 1, 1], x, 0.2, "squared")
+    grad = tape.gradient(loss, x).numpy()
+    assert 0 < float(loss) <= 2 * MAX_DISTANCE
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_embeddings_raise(bad):
+    x = np.ones((4, 2), dtype="float32")
+    x[1, 0] = bad
+    with pytest.raises(tf.errors.InvalidArgumentError, match="embeddings contain NaN or infinity"):
+        batch_hard_triplet_loss([0, 0, 1, 1], x)
+    traced = tf.function(lambda y, e: contrastive_loss(y, e))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="embeddings contain NaN or infinity"):
+        traced(tf.constant([0, 0, 1, 1]), tf.constant(x))
+
+
+def test_soft_batch_hard_ignores_margin_and_is_stable():
+    labels = [0, 0, 1, 1]
+    x = np.array([[0.0], [1e6], [1.0], [2.0]], dtype="float32")
+    # gaps: anchor 0: 1e6 - 1; anchor 1: 1e6 - (1e6 - 2); anchor 2: 1 - 1; anchor 3: 2 - 2
+    expected = (np.logaddexp(0, 1e6 - 1) + np.logaddexp(0, 2.0) + 2 * np.log(2)) / 4
+    for margin in (0.0, 0.2, 50.0):
+        got = float(batch_hard_triplet_loss(labels, x, margin, soft=True))
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert float(batch_hard_triplet_loss(labels, x, 50.0)) != pytest.approx(expected)
+
+
+def test_cross_replica_outside_a_strategy_changes_nothing():
+    labels = LABEL_SETS["random_5"]
+    x = np.random.default_rng(15).normal(size=(20, 4)).astype("float32")
+    for name, fn in IN_BATCH_FNS.items():
+        assert float(fn(labels, x, 0.5, cross_replica=True)) == float(fn(labels, x, 0.5)), name
+    with pytest.raises(TypeError, match=r"cross_replica must be True or False, got 1"):
+        batch_all_triplet_loss(labels, x, cross_replica=1)
+
+
 def test_class_and_factory_errors():
     names = r"\['batch_all', 'batch_hard', 'contrastive', 'semi_hard', 'triplet'\]"
     with pytest.raises(ValueError, match=rf"loss must be one of {names}, got 'hinge'"):
@@ -309,6 +328,8 @@ def test_class_and_factory_errors():
         get_loss("semi_hard", distance="cos")
     with pytest.raises(TypeError, match=r"soft must be True or False, got 'yes'"):
         BatchHardTripletLoss(soft="yes")
+    with pytest.raises(TypeError, match=r"cross_replica must be True or False, got 'no'"):
+        ContrastiveLoss(cross_replica="no")
     with pytest.raises(
         ValueError,
         match=r"y_pred must have shape \(batch_size, 3, embedding_dim\) "
@@ -323,7 +344,7 @@ CLASSES = [
     (BatchAllTripletLoss, batch_all_triplet_loss, {"margin": 0.3, "distance": "cosine"}),
     (BatchHardTripletLoss, batch_hard_triplet_loss, {"margin": 0.4, "soft": True}),
     (SemiHardTripletLoss, semi_hard_triplet_loss, {"distance": "squared"}),
-    (ContrastiveLoss, contrastive_loss, {"margin": 0.7}),
+    (ContrastiveLoss, contrastive_loss, {"margin": 0.7, "cross_replica": True}),
 ]
 
 
@@ -350,7 +371,10 @@ def test_get_loss():
     assert isinstance(get_loss("triplet"), OfflineTripletLoss)
     loss = get_loss("batch_hard", distance="cosine", soft=True, name="bh")
     expected = dict(name="bh", reduction="sum_over_batch_size", dtype="float32")
-    assert loss.get_config() == {**expected, "margin": 0.2, "distance": "cosine", "soft": True}
+    assert loss.get_config() == {
+        **expected, "margin": 0.2, "distance": "cosine", "soft": True, "cross_replica": False
+    }
+    assert "cross_replica" not in get_loss("triplet").get_config()
     assert get_loss("contrastive").margin == 0.5
     assert get_loss("semi_hard", margin=0.0).margin == 0.0
     assert {name: type(get_loss(name)) for name in LOSSES} == LOSSES

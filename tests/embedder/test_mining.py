@@ -5,6 +5,7 @@ import tensorflow as tf
 from embedder import mining
 from embedder.mining import (
     batch_all_hinge_stats,
+    batch_view,
     check_margin,
     hardest_negative_distance,
     hardest_positive_distance,
@@ -13,8 +14,8 @@ from embedder.mining import (
     prepare_inputs,
     prepare_labels,
     semi_hard_negative_distance,
-    triplet_mask,
 )
+from tests import _references as ref
 
 LABELS = np.array([0, 0, 1, 1, 1, 2])  # class 2 is a singleton
 
@@ -37,17 +38,18 @@ def test_masks_literal():
     ]
     np.testing.assert_array_equal(positive_mask(LABELS), np.array(pos, bool))
     np.testing.assert_array_equal(negative_mask(LABELS), LABELS[:, None] != LABELS[None])
-    triplets = triplet_mask(LABELS).numpy()
-    assert triplets.shape == (6, 6, 6)
-    expected = {
-        (a, p, n)
-        for a in range(6)
-        for p in range(6)
-        for n in range(6)
-        if a != p and LABELS[a] == LABELS[p] and LABELS[n] != LABELS[a]
-    }
-    assert set(zip(*np.nonzero(triplets), strict=True)) == expected
-    assert triplets.sum() == 2 * 4 + 6 * 3
+
+
+def test_batch_view_outside_a_strategy():
+    x = np.random.default_rng(3).normal(size=(6, 3)).astype("float16")
+    for cross_replica in (False, True):  # no replica context: the batch against itself
+        view = batch_view(LABELS[:, None], x, "cosine", cross_replica)
+        assert view.context is None and view.embeddings.dtype == "float32"
+        np.testing.assert_array_equal(view.labels, LABELS)
+        np.testing.assert_allclose(view.distances, ref.pairwise(x.astype("float32"), "cosine"),
+                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_array_equal(view.positives, positive_mask(LABELS))
+        np.testing.assert_array_equal(view.negatives, negative_mask(LABELS))
 
 
 @pytest.mark.parametrize(
@@ -120,15 +122,7 @@ def test_hardest_distances_brute_force(seed):
 
 
 def reference_semi_hard(d, labels):
-    n = len(labels)
-    out = np.zeros((n, n))
-    for a in range(n):
-        neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
-        for p in range(n):
-            if neg:
-                farther = [v for v in neg if v > d[a, p]]
-                out[a, p] = min(farther) if farther else max(neg)
-    return out
+    return ref.semi_hard_negatives(labels, d)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -150,14 +144,7 @@ def test_semi_hard_literal_with_ties():
 
 
 def reference_stats(d, labels, margin):
-    hinges = []
-    n = len(labels)
-    for a in range(n):
-        for p in range(n):
-            for k in range(n):
-                if a != p and labels[a] == labels[p] and labels[k] != labels[a]:
-                    hinges.append(max(d[a, p] - d[a, k] + margin, 0.0))
-    hinges = np.array(hinges)
+    hinges = ref.batch_all_hinges(labels, d, margin)
     return hinges.sum(), (hinges > 1e-16).sum(), len(hinges)
 
 

@@ -3,16 +3,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedder.losses import BatchHardTripletLoss
+from embedder import mining
+from embedder.mining import batch_view
+from embedder.trainer_model import InBatchTrainer
 from embedder.training_metrics import (
+    DIAGNOSTICS,
     ActiveTripletFraction,
     EmbeddingNormMean,
     EmbeddingNormStd,
     MeanNegativeDistance,
     MeanPositiveDistance,
+    batch_diagnostics,
 )
-from tests.embedder.test_distances import reference_pairwise
-from tests.embedder.test_losses import ref_batch_all
+from tests import _references as ref
 
 LABELS = np.array([0, 0, 1, 1, 1, 2])
 
@@ -21,24 +24,46 @@ def batch(seed, n=6, dim=3):
     return np.random.default_rng(seed).normal(size=(n, dim)).astype("float32")
 
 
-def ref_pair_mean(labels, x, distance, positive):
-    d = reference_pairwise(x, distance)
-    same = labels[:, None] == labels[None]
-    mask = (same & ~np.eye(len(labels), dtype=bool)) if positive else ~same
-    return d[mask].mean()
+def diagnostics(labels, x, margin=0.2, distance="euclidean"):
+    view = batch_view(labels, x, distance)
+    return {k: (float(v), float(w)) for k, (v, w) in batch_diagnostics(view, margin).items()}
 
 
-def ref_norms(x):
-    return np.linalg.norm(x.astype(np.float64), axis=1)
+# ---------------------------------------------------------------- batch_diagnostics
 
 
-REFERENCES = {
-    "active_fraction": lambda y, x: ref_batch_all(y, x, 0.5, "cosine", fraction=True),
-    "pos_distance": lambda y, x: ref_pair_mean(y, x, "squared", True),
-    "neg_distance": lambda y, x: ref_pair_mean(y, x, "euclidean", False),
-    "norm_mean": lambda y, x: ref_norms(x).mean(),
-    "norm_std": lambda y, x: ref_norms(x).std(),
-}
+@pytest.mark.parametrize("distance", ["euclidean", "squared", "cosine"])
+@pytest.mark.parametrize("labels", [LABELS, np.arange(6), np.zeros(6, int)], ids=str)
+def test_diagnostics_match_brute_force(labels, distance):
+    x = batch(1)
+    got = diagnostics(labels, x, 0.5, distance)
+    expected = ref.diagnostics(labels, x, 0.5, distance)
+    assert list(got) == list(DIAGNOSTICS)
+    for name, value in expected.items():
+        # A batch without anything to measure has weight 0, so a running mean skips it.
+        assert got[name][1] == (0.0 if value is None else 1.0), name
+        if value is not None:
+            assert got[name][0] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+def test_diagnostics_literal_values():
+    x = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]], dtype="float32")
+    got = diagnostics([0, 0, 1], x, margin=0.0)
+    # triplets (0,1,2): 5 - 1 > 0 and (1,0,2): 5 - sqrt(18) > 0; negatives 1, 1, sqrt(18) x2
+    assert {k: v for k, (v, _) in got.items()} == pytest.approx({
+        "active_fraction": 1.0, "pos_distance": 5.0, "neg_distance": (2 + 2 * np.sqrt(18)) / 4,
+        "norm_mean": 2.0, "norm_std": np.sqrt(14 / 3),
+    })  # fmt: skip
+    assert {w for _, w in got.values()} == {1.0}
+
+
+def test_diagnostics_reuse_the_batch_all_terms():
+    view = batch_view(LABELS, batch(2), "euclidean")
+    got = batch_diagnostics(view, 0.2, (tf.constant(0.0), tf.constant(3.0), tf.constant(4.0)))
+    assert float(got["active_fraction"][0]) == 0.75
+
+
+# ---------------------------------------------------------------- stand-alone metrics
 
 
 def make_metrics():
@@ -51,76 +76,33 @@ def make_metrics():
     ]
 
 
+REFERENCES = {
+    "active_fraction": lambda y, x: ref.batch_all(y, x, 0.5, "cosine", fraction=True),
+    "pos_distance": lambda y, x: ref.pair_mean(y, x, "squared", True),
+    "neg_distance": lambda y, x: ref.pair_mean(y, x, "euclidean", False),
+    "norm_mean": lambda y, x: ref.norms(x).mean(),
+    "norm_std": lambda y, x: ref.norms(x).std(),
+}
+
+
 @pytest.mark.parametrize("index", range(5))
-def test_running_mean_over_batches_matches_reference(index):
+def test_metric_running_mean_and_round_trip(index):
     metric = make_metrics()[index]
     reference = REFERENCES[metric.name]
-    x1, x2 = batch(1), batch(2, dim=3) * 2.0
+    x1, x2 = batch(1), batch(2) * 2.0
     metric.update_state(LABELS, x1)
-    np.testing.assert_allclose(float(metric.result()), reference(LABELS, x1), rtol=1e-5)
     metric.update_state(LABELS[:, None].astype("float32"), x2)
     expected = (reference(LABELS, x1) + reference(LABELS, x2)) / 2
     np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-5)
-    metric.reset_state()
-    assert float(metric.result()) == 0.0
-
-
-def test_literal_values():
-    y = [0, 0, 1]
-    x = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]], dtype="float32")
-    values = {}
-    for metric in make_metrics()[1:]:
-        metric.update_state(y, x)
-        values[metric.name] = float(metric.result())
-    # positives: 25 (squared); negatives: 1, 1, sqrt(18), sqrt(18); norms 0, 5, 1
-    assert values == pytest.approx(
-        {
-            "pos_distance": 25.0,
-            "neg_distance": (2 + 2 * np.sqrt(18)) / 4,
-            "norm_mean": 2.0,
-            "norm_std": np.sqrt(14 / 3),
-        }
-    )
-    fraction = ActiveTripletFraction(margin=0.0)
-    # triplets (0,1,2): 5 - 1 > 0 and (1,0,2): 5 - sqrt(18) > 0
-    fraction.update_state(y, x)
-    assert float(fraction.result()) == 1.0
-
-
-def test_batches_without_pairs_are_skipped():
-    x = batch(3)
-    fraction, positive = ActiveTripletFraction(), MeanPositiveDistance()
-    for metric in (fraction, positive):
-        metric.update_state(np.arange(6), x)  # no positive pair, no valid triplet
-    assert float(fraction.result()) == 0.0 and float(positive.result()) == 0.0
-    negative = MeanNegativeDistance()
-    negative.update_state(np.zeros(6), x)  # single class: no negative pair
-    negative.update_state(LABELS, x)
-    assert float(negative.result()) == pytest.approx(ref_pair_mean(LABELS, x, "euclidean", False))
-
-
-def test_string_labels_and_half_precision():
-    x = batch(4)
-    metric, reference = MeanPositiveDistance(), MeanPositiveDistance()
-    metric.update_state(tf.constant(LABELS.astype(str)), tf.cast(x, "float16"))
-    reference.update_state(LABELS, tf.cast(tf.cast(x, "float16"), "float32"))
-    assert float(metric.result()) == pytest.approx(float(reference.result()))
-
-
-@pytest.mark.parametrize("index", range(5))
-def test_config_round_trip(index):
-    metric = make_metrics()[index]
+    metric.update_state(np.arange(6) if index < 2 else np.zeros(6), x1)  # skipped batch
+    if index < 3:
+        np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-5)
     config = metric.get_config()
-    assert config["name"] == metric.name
     restored = keras.metrics.deserialize(keras.metrics.serialize(metric))
     assert type(restored) is type(metric) and restored.get_config() == config
-    assert type(metric).from_config(config).get_config() == config
 
 
-def test_default_names_and_settings():
-    assert [m.name for m in make_metrics()] == list(REFERENCES)
-    config = ActiveTripletFraction().get_config()
-    assert (config["margin"], config["distance"]) == (0.2, "euclidean")
+def test_metric_errors():
     with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got -1"):
         ActiveTripletFraction(margin=-1)
     with pytest.raises(ValueError, match=r"distance must be one of"):
@@ -129,19 +111,92 @@ def test_default_names_and_settings():
         EmbeddingNormMean().update_state(None, np.zeros((2, 2, 2)))
 
 
-def test_metrics_logged_by_fit(tmp_path):
-    y = np.repeat([0, 1, 2, 3], 4)
-    x = (np.random.default_rng(5).normal(size=(16, 6)) + y[:, None]).astype("float32")
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
-    model.compile(optimizer="adam", loss=BatchHardTripletLoss(), metrics=make_metrics())
-    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
-    assert set(REFERENCES) <= set(history)
-    assert all(len(history[name]) == 2 for name in REFERENCES)
-    assert 0.0 <= history["active_fraction"][-1] <= 1.0
-    # The metrics survive saving the compiled model.
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
-    logs = loaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-    expected = EmbeddingNormMean()
-    expected.update_state(y, loaded.predict(x, verbose=0))
-    assert logs["norm_mean"] == pytest.approx(float(expected.result()), rel=1e-5)
+# ---------------------------------------------------------------- InBatchTrainer
+
+Y = np.repeat([0, 1, 2, 3], 4)
+
+
+def encoder(dtype=None, dim=6, regularizer=None):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((dim,)),
+        keras.layers.Dense(3, dtype=dtype, kernel_regularizer=regularizer),
+    ])  # fmt: skip
+
+
+def inputs(seed=5):
+    return (np.random.default_rng(seed).normal(size=(16, 6)) + Y[:, None]).astype("float32")
+
+
+@pytest.mark.parametrize(
+    ("loss", "settings"),
+    [("batch_all", {}), ("batch_hard", {"soft": True, "margin": 0.3}),
+     ("semi_hard", {"distance": "cosine"}), ("contrastive", {"distance": "squared"})],
+)  # fmt: skip
+def test_trainer_logs_loss_and_diagnostics_of_the_batch(loss, settings):
+    x = inputs()
+    trainer = InBatchTrainer(encoder(), loss, **settings)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))  # weights stay put
+    history = trainer.fit(x, Y, batch_size=16, epochs=2, verbose=0).history
+    assert sorted(history) == sorted(["loss", *DIAGNOSTICS])
+    embeddings = trainer.encoder.predict(x, verbose=0)
+    margin = settings.get("margin", 0.5 if loss == "contrastive" else 0.2)
+    distance = settings.get("distance", "euclidean")
+    args = (margin, distance, True) if loss == "batch_hard" else (margin, distance)
+    expected_loss = ref.LOSSES[loss](Y, embeddings, *args)
+    expected = ref.diagnostics(Y, embeddings, margin, distance)
+    assert history["loss"] == pytest.approx([expected_loss] * 2, rel=1e-4)
+    for name in DIAGNOSTICS:
+        assert history[name] == pytest.approx([expected[name]] * 2, rel=1e-4), name
+
+
+def test_trainer_computes_one_distance_matrix_per_step(monkeypatch):
+    calls = []
+    original = mining.pairwise_distances
+    monkeypatch.setattr(mining, "pairwise_distances",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))  # fmt: skip
+    trainer = InBatchTrainer(encoder(), "batch_all")
+    trainer.compile(optimizer="sgd", run_eagerly=True)
+    trainer.train_on_batch(inputs(), Y)
+    assert len(calls) == 1
+
+
+def test_trainer_half_precision_output_and_regularizers():
+    x = inputs()
+    trainer = InBatchTrainer(encoder("mixed_float16", regularizer=keras.regularizers.L2(1.0)))
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = trainer.train_on_batch(x, Y, return_dict=True)
+    assert trainer.encoder.outputs[0].dtype == "float16"
+    embeddings = trainer.encoder.predict(x, verbose=0).astype("float32")
+    penalty = float(np.sum(np.square(trainer.encoder.layers[0].kernel.numpy())))
+    expected = ref.batch_all(Y, embeddings, 0.2, "euclidean") + penalty
+    assert logs["loss"] == pytest.approx(expected, rel=1e-3)
+    assert all(np.isfinite(v) for v in logs.values())
+
+
+def test_trainer_trains_and_evaluates():
+    trainer = InBatchTrainer(encoder(), "batch_hard", margin=0.5)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.05))
+    history = trainer.fit(inputs(), Y, batch_size=16, epochs=8, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    logs = trainer.evaluate(inputs(), Y, batch_size=16, verbose=0, return_dict=True)
+    assert sorted(logs) == sorted(["loss", *DIAGNOSTICS])
+
+
+def test_trainer_config_and_errors():
+    trainer = InBatchTrainer(encoder(), "contrastive", distance="cosine", cross_replica=True)
+    assert (trainer.margin, trainer.distance, trainer.soft) == (0.5, "cosine", False)
+    config = trainer.get_config()
+    restored = InBatchTrainer.from_config(config)
+    assert {k: v for k, v in restored.get_config().items() if k != "encoder"} == {
+        k: v for k, v in config.items() if k != "encoder"}
+    with pytest.raises(ValueError, match=r"loss must be one of \['batch_all', 'batch_hard', "
+                       r"'contrastive', 'semi_hard'\], got 'triplet'"):
+        InBatchTrainer(encoder(), "triplet")
+    with pytest.raises(ValueError, match=r"soft=True applies to loss='batch_hard' only, "
+                       r"got loss='batch_all'"):
+        InBatchTrainer(encoder(), soft=True)
+    with pytest.raises(TypeError, match=r"cross_replica must be True or False, got None"):
+        InBatchTrainer(encoder(), cross_replica=None)
+    with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got -1"):
+        InBatchTrainer(encoder(), margin=-1)

@@ -74,7 +74,7 @@ def test_evaluate_per_fold_writes_report_and_model(evaluated):
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["refit_encoder"] == "per_fold" and list(report["heads"]) == ["knn", "logreg"]
-    assert report["cv"]["n_splits"] == 2 and len(report["histories"]) == 2
+    assert report["cv"]["n_splits"] == 2 and len(report["folds"]) == 2
     assert report["classes"] == ["bar", "cross", "disc", "sq", "tri"]
     for name in ("report.md", "confusion_matrix.png", "embeddings_2d.png",
                  "training_curves.png", "model.joblib"):

@@ -14,7 +14,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler, normalize
 
 from classifiers import make_head
 from pipelines import load_pipeline, save_pipeline
-from pipelines.persistence import FORMAT_VERSION, sidecar_path
+from pipelines.persistence import FORMAT_VERSION, SIGNING_KEY_ENV, sidecar_path
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def fitted(data):
 
 
 @pytest.fixture
-def saved(fitted, tmp_path):
+def saved(fitted, tmp_path, monkeypatch):
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
     return save_pipeline(fitted, tmp_path / "model.joblib")
 
 
@@ -68,7 +69,10 @@ def test_sidecar_contents(fitted, saved):
     assert metadata["versions"]["scikit-learn"] == sklearn.__version__
     assert metadata["versions"]["numpy"] == np.__version__
     assert metadata["versions"]["joblib"] == joblib.__version__
-    assert set(metadata["versions"]) == {"tensorflow", "keras", "scikit-learn", "numpy", "joblib"}
+    assert set(metadata["versions"]) == {
+        "tensorflow", "keras", "scikit-learn", "numpy", "joblib", "skops"
+    }
+    assert "hmac" not in metadata
     assert metadata["python"] == "{}.{}.{}".format(*sys.version_info[:3])
     assert metadata["classes"] == ["cat", "dog", "owl"]
     assert metadata["estimator"] == "sklearn.pipeline.Pipeline"
@@ -106,8 +110,13 @@ def test_head_alone_and_unfitted_estimators(data, tmp_path):
     assert metadata["steps"] == [] and metadata["embed_params"] is None
     assert metadata["classes"] == ["cat", "dog", "owl"]
     np.testing.assert_array_equal(load_pipeline(path).predict(normalize(X)), y)
-    unfitted = save_pipeline(make_head("svm"), tmp_path / "unfitted.joblib")
-    assert json.loads(sidecar_path(unfitted).read_text())["classes"] is None
+    with pytest.raises(ValueError, match=r"pipeline CalibratedClassifierCV is not fitted: call "
+                       r"fit before save_pipeline \(nothing was written to .*unfitted\.joblib\)"):
+        save_pipeline(make_head("svm"), tmp_path / "unfitted.joblib")
+    unfitted_pipe = Pipeline([("embed", StandardScaler()), ("head", make_head("knn"))])
+    with pytest.raises(ValueError, match="pipeline Pipeline is not fitted"):
+        save_pipeline(unfitted_pipe, tmp_path / "unfitted.joblib")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["head.joblib", "head.joblib.json", "sub"]
 
 
 def test_overwrite_replaces_both_files(data, fitted, saved):
@@ -127,13 +136,14 @@ def test_missing_file(tmp_path):
 
 def test_truncated_file(saved):
     saved.write_bytes(saved.read_bytes()[:200])
-    with pytest.raises(ValueError, match="was altered or truncated after saving: sha256 mismatch"):
+    with pytest.raises(ValueError, match=r"refusing to load .*model\.joblib: .*model\.joblib "
+                       r"does not match its sidecar model\.joblib\.json \(sha256 [0-9a-f]{64}, "
+                       r"the sidecar says [0-9a-f]{64}\): it was altered or truncated"):
         load_pipeline(saved)
-    # without the sidecar the unpickling itself fails; the error names the file
-    sidecar_path(saved).unlink()
-    with pytest.warns(UserWarning, match="has no sidecar model.joblib.json"):
+    # trusted: a warning, then the unpickling itself fails; the error names the file
+    with pytest.warns(UserWarning, match=r"loading .*model\.joblib unverified \(trusted=True\)"):
         with pytest.raises(ValueError, match=r"cannot read pipeline file .*model\.joblib") as info:
-            load_pipeline(saved)
+            load_pipeline(saved, trusted=True)
     assert info.value.__cause__ is not None
 
 
@@ -141,34 +151,100 @@ def test_altered_file(saved):
     raw = bytearray(saved.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     saved.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"model\.joblib was altered or truncated after saving"):
+    with pytest.raises(ValueError, match=r"model\.joblib does not match its sidecar"):
         load_pipeline(saved)
 
 
 def test_not_a_joblib_file(tmp_path):
     path = tmp_path / "notes.joblib"
     path.write_text("hello")
+    with pytest.raises(ValueError, match=r"refusing to load .*notes\.joblib: it has no sidecar"):
+        load_pipeline(path)
     with pytest.warns(UserWarning, match="has no sidecar"):
         with pytest.raises(ValueError, match=r"cannot read pipeline file .*notes\.joblib"):
-            load_pipeline(path)
+            load_pipeline(path, trusted=True)
 
 
-def test_missing_sidecar_loads_with_a_warning(data, fitted, tmp_path):
+def test_missing_sidecar_is_refused_unless_trusted(data, fitted, tmp_path):
     X, _ = data
     path = tmp_path / "plain.joblib"
     joblib.dump(fitted, path)
-    with pytest.warns(UserWarning, match="loading it without checking its integrity"):
-        loaded = load_pipeline(path)
+    with pytest.raises(ValueError, match=r"refusing to load .*plain\.joblib: it has no sidecar "
+                       r"plain\.joblib\.json\. Unpickling a file runs code chosen by its "
+                       r"author.*pass trusted=True \(CLI: --trust\)"):
+        load_pipeline(path)
+    with pytest.warns(UserWarning, match=r"unverified \(trusted=True\): it has no sidecar"):
+        loaded = load_pipeline(path, trusted=True)
     np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
 
 
-def test_unreadable_sidecar(saved):
-    sidecar_path(saved).write_text("{not json")
-    with pytest.raises(ValueError, match=r"cannot read the sidecar .*model\.joblib\.json"):
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", r"its sidecar .*model\.joblib\.json cannot be read \(JSONDecodeError"),
+        ("[1, 2]", "must hold a JSON object, got a list"),
+        ('{"versions": [1], "sha256": "x"}', "has 'versions' of type list, expected an object"),
+        ('{"versions": {}}', "has no sha256 string of the model file"),
+    ],
+)
+def test_unreadable_or_malformed_sidecar_is_refused(saved, content, match):
+    sidecar_path(saved).write_text(content)
+    with pytest.raises(ValueError, match=r"refusing to load .*model\.joblib: .*" + match):
         load_pipeline(saved)
-    sidecar_path(saved).write_text("[1, 2]")
-    with pytest.raises(ValueError, match="must hold a JSON object, got list"):
+
+
+def test_sidecar_folder_is_refused(saved):
+    sidecar_path(saved).unlink()
+    sidecar_path(saved).mkdir()
+    with pytest.raises(ValueError, match=r"its sidecar .*model\.joblib\.json is not a regular"):
         load_pipeline(saved)
+
+
+def test_signed_files(data, fitted, tmp_path, monkeypatch):
+    X, _ = data
+    monkeypatch.setenv(SIGNING_KEY_ENV, "secret")
+    path = save_pipeline(fitted, tmp_path / "signed.joblib")
+    import hashlib
+    import hmac
+
+    expected = hmac.new(b"secret", path.read_bytes(), hashlib.sha256).hexdigest()
+    assert json.loads(sidecar_path(path).read_text())["hmac"] == expected
+    np.testing.assert_array_equal(load_pipeline(path).predict(X), fitted.predict(X))
+    monkeypatch.setenv(SIGNING_KEY_ENV, "another key")
+    with pytest.raises(ValueError, match=r"its signature does not match the key in "
+                       r"TRIPLET_SIGNING_KEY"):
+        load_pipeline(path)
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    unsigned = save_pipeline(fitted, tmp_path / "unsigned.joblib")
+    assert load_pipeline(path).predict(X).shape == (60,)  # no key: sha256 only
+    monkeypatch.setenv(SIGNING_KEY_ENV, "secret")
+    with pytest.raises(ValueError, match="TRIPLET_SIGNING_KEY is set, but the sidecar "
+                       r"unsigned\.joblib\.json holds no signature"):
+        load_pipeline(unsigned)
+
+
+@pytest.mark.parametrize("name", ["model.skops", "model.joblib"])
+def test_formats_by_suffix(data, fitted, tmp_path, monkeypatch, name):
+    X, _ = data
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    path = save_pipeline(fitted, tmp_path / name)
+    is_zip = path.read_bytes()[:2] == b"PK"  # .skops is a zip archive, joblib a pickle
+    assert is_zip == (path.suffix == ".skops")
+    np.testing.assert_array_equal(load_pipeline(path).predict_proba(X), fitted.predict_proba(X))
+
+
+def test_skops_loads_without_sidecar_but_not_with_a_wrong_one(data, fitted, tmp_path):
+    X, _ = data
+    path = save_pipeline(fitted, tmp_path / "model.skops")
+    sidecar_path(path).unlink()  # safe format: nothing to verify, loads all the same
+    np.testing.assert_array_equal(load_pipeline(path).predict(X), fitted.predict(X))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cannot read pipeline file .*model\.skops \(truncated"):
+        load_pipeline(path)
+    save_pipeline(fitted, path)
+    _edit_sidecar(path, sha256="0" * 64)
+    with pytest.raises(ValueError, match=r"refusing to load .*model\.skops: .*does not match"):
+        load_pipeline(path)
 
 
 def test_newer_format_version(saved):
@@ -200,9 +276,8 @@ def test_other_sklearn_version(data, saved):
 def test_failed_save_leaves_old_files_untouched(fitted, saved, monkeypatch):
     before = {p.name: p.read_bytes() for p in saved.parent.iterdir()}
 
-    def broken_dump(*args, **kwargs):
-        with open(args[1], "wb") as f:  # a partial temporary file, then a failure
-            f.write(b"partial")
+    def broken_dump(obj, target, *args, **kwargs):
+        target.write(b"partial")  # a partial write, then a failure
         raise OSError("disk full")
 
     monkeypatch.setattr(joblib, "dump", broken_dump)
@@ -210,6 +285,20 @@ def test_failed_save_leaves_old_files_untouched(fitted, saved, monkeypatch):
         save_pipeline(fitted, saved)
     with pytest.raises(OSError, match="disk full"):
         save_pipeline(fitted, saved.parent / "new.joblib")
+    assert {p.name: p.read_bytes() for p in saved.parent.iterdir()} == before
+
+
+def test_failed_rename_leaves_old_files_and_no_temporary(fitted, saved, monkeypatch):
+    import os
+
+    before = {p.name: p.read_bytes() for p in saved.parent.iterdir()}
+
+    def broken_replace(src, dst):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="rename failed"):
+        save_pipeline(fitted, saved)
     assert {p.name: p.read_bytes() for p in saved.parent.iterdir()} == before
 
 
@@ -227,11 +316,14 @@ def test_unpicklable_pipeline_leaves_nothing(data, tmp_path):
         ("pipe", "m.joblib", TypeError, "pipeline must be a fitted scikit-learn estimator"),
         (Pipeline, "m.joblib", TypeError, "pipeline must be a fitted scikit-learn estimator"),
         (None, 3, TypeError, "path must be a str or os.PathLike, got int"),
-        (None, ".", ValueError, "path must be a file name, got the folder"),
+        (None, ".", ValueError, r"cannot write \.: it is a folder, expected a file name"),
+        (None, "file.txt/m.joblib", ValueError, r"cannot write file\.txt/m\.joblib: a part of "
+         r"its folder file\.txt is a regular file, expected a folder"),
     ],
 )
 def test_bad_save_arguments(fitted, tmp_path, monkeypatch, pipeline, path, error, match):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("a file, not a folder")
     with pytest.raises(error, match=match):
         save_pipeline(fitted if pipeline is None else pipeline, path)
 
@@ -279,7 +371,7 @@ def test_missing_module_is_an_import_error_naming_the_file(tmp_path):
             f.write(b"\\x80\\x04ctensorflow\\nconstant\\n.")
         warnings.simplefilter("ignore")
         try:
-            load_pipeline(path)
+            load_pipeline(path, trusted=True)
         except ImportError as exc:
             print(exc.name, "|", exc)
         """

@@ -8,7 +8,8 @@ import pytest
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 
 from classifiers import HEADS
-from embedder import TripletEmbedder, embedding_cache
+from embedder import FrozenEmbedder
+from embedder.embedding_cache import EmbeddingCache
 from pipelines import load_pipeline, make_triplet_pipeline, save_pipeline
 from tests._helpers import TINY_SHAPE, tiny_embedder
 
@@ -55,26 +56,29 @@ def test_cross_val_score_trains_inside_each_fold(shapes16):
 
 def test_grid_search_over_head_embeds_each_image_once(split, encoder_path):
     X_train, y_train, _, _ = split
-    embedding_cache.CACHE.clear()
-    pipe = make_triplet_pipeline(TripletEmbedder(encoder=encoder_path, input_shape=SHAPE),
-                                 "knn")
+    cache = EmbeddingCache()
+    pipe = make_triplet_pipeline(FrozenEmbedder(encoder_path, cache=cache), "knn")
     search = GridSearchCV(pipe, {"head__n_neighbors": [1, 3, 5, 7]}, cv=3).fit(
         X_train, y_train
     )
     assert search.best_score_ > 0.5
     # 4 candidates x 3 folds + the refit embed the same 90 images: each is embedded once
-    assert embedding_cache.CACHE.misses == len(X_train)
-    assert embedding_cache.CACHE.hits > 10 * len(X_train)
+    assert cache.misses == len(X_train)
+    assert cache.hits > 10 * len(X_train)
+    # another shape is another key: nothing is served from the first shape's rows
+    FrozenEmbedder(encoder_path, input_shape=(8, 8, 3), cache=cache).fit(
+        X_train).transform(X_train)
+    assert cache.misses == 2 * len(X_train)
 
 
 def test_frozen_pipeline_keeps_encoder_weights(split, encoder_path):
     X_train, y_train, X_test, _ = split
-    frozen = TripletEmbedder(encoder=encoder_path, input_shape=SHAPE)
+    frozen = FrozenEmbedder(encoder_path, input_shape=SHAPE)
     a = make_triplet_pipeline(frozen, "logreg").fit(X_train, y_train)
     b = make_triplet_pipeline(frozen, "logreg").fit(X_train[::-1], y_train[::-1])
     emb_a = a.named_steps["embed"].transform(X_test)
     np.testing.assert_array_equal(emb_a, b.named_steps["embed"].transform(X_test))
-    assert a.named_steps["embed"].frozen_ and a.named_steps["embed"].history_ == {}
+    assert not hasattr(a.named_steps["embed"], "history_")
 
 
 @pytest.mark.parametrize("how", ["pickle", "joblib", "save_pipeline"])

@@ -1,0 +1,376 @@
+"""Where the training step's time goes, and how close it runs to the CPU's peak.
+
+For each configuration (``small_cnn`` at 28x28x1 with the default P x K batch, the peer
+network of :mod:`benchmarks.peer` with 5 x 25), nested parts of the step are timed on
+one in-memory batch, interleaved (each round runs every part once, in a rotated order):
+
+- ``forward``: the encoder in training mode (batch-norm batch statistics);
+- ``forward_backward``: plus the gradients of a trivial loss (the embeddings' dot product
+  with a fixed vector: no triplet work), not applied;
+- ``forward_backward_adam``: plus Adam's update;
+- ``loss_step``: the same with the triplet loss (``embedder.losses.get_loss``) instead
+  of the trivial one, no diagnostics;
+- ``trainer_step``: the compiled step that ``fit`` runs (from
+  :func:`embedder.training.build_training_run`): loss, training diagnostics, metrics;
+- ``fed_trainer_step``: that step fed by the training ``tf.data`` pipeline from the
+  in-memory array, as in ``fit``;
+- ``cross_entropy_step``: the encoder plus a softmax head, sparse cross-entropy.
+
+Differences of nested parts give the breakdown (backward = forward_backward - forward,
+and so on). The forward FLOPs per image are counted from the model's layers (2 x the
+multiply-adds of every Conv2D and Dense; batch norm, ReLU and pooling are not counted),
+x3 for a training step (forward, gradients of activations and of weights), and set
+against the CPU's peak. The same parts also run with encoders built under the
+``mixed_bfloat16`` policy, interleaved with float32; and the whole ``TripletEmbedder.fit``
+of the seed CNN at 112 px is set against the seed's eager per-triplet loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import Stopwatch, summary, target
+
+SETTINGS = {
+    "smoke": {"configs": [("small_cnn", (16, 16, 1), 4, 2)], "rounds": 1, "min_seconds": 0.0,
+              "precisions": ("float32",), "fit_vs_seed": None},
+    "quick": {"configs": [("small_cnn", (28, 28, 1), 16, 4), ("peer_cnn", (28, 28, 1), 5, 25)],
+              "rounds": 3, "min_seconds": 0.3, "precisions": ("float32", "mixed_bfloat16"),
+              "fit_vs_seed": {"classes": 8, "per_class": 24, "epochs": 3, "triplets": 10,
+                              "rounds": 1}},
+    "full": {"configs": [("small_cnn", (28, 28, 1), 16, 4), ("peer_cnn", (28, 28, 1), 5, 25)],
+             "rounds": 7, "min_seconds": 1.0, "precisions": ("float32", "mixed_bfloat16"),
+             "fit_vs_seed": {"classes": 16, "per_class": 40, "epochs": 3, "triplets": 30,
+                             "rounds": 3}},
+}
+PARTS = ("forward", "forward_backward", "forward_backward_adam", "loss_step", "trainer_step",
+         "fed_trainer_step", "cross_entropy_step")
+#: (label, part, minus part): the breakdown of the trainer's step, fed as in ``fit``.
+BREAKDOWN = (
+    ("forward", "forward", None),
+    ("backward", "forward_backward", "forward"),
+    ("optimizer (Adam)", "forward_backward_adam", "forward_backward"),
+    ("triplet loss", "loss_step", "forward_backward_adam"),
+    ("diagnostics + Keras step overhead", "trainer_step", "loss_step"),
+    ("data feeding (tf.data from memory)", "fed_trainer_step", "trainer_step"),
+)
+#: FMA units per core and float32 lanes per unit assumed for the peak (AVX-512).
+FMA_UNITS, LANES = 2, 16
+
+
+# ---------------------------------------------------------------- FLOPs and peak
+
+
+def forward_macs(model, input_shape):
+    """Multiply-adds per image of the Conv2D and Dense layers of a chain-shaped model.
+
+    Shapes are propagated layer by layer with ``compute_output_shape`` from a batch of
+    one ``input_shape`` image; nested models are walked into.
+    """
+    import keras
+
+    def walk(layer, shape):
+        if isinstance(layer, keras.Model):
+            macs = 0
+            for inner in layer.layers:
+                if isinstance(inner, keras.layers.InputLayer):
+                    continue
+                m, shape = walk(inner, shape)
+                macs += m
+            return macs, shape
+        out = tuple(layer.compute_output_shape(shape))
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            return int(np.prod(out[1:]) * kh * kw * shape[-1] // layer.groups), out
+        if isinstance(layer, keras.layers.Dense):
+            return int(np.prod(out[1:]) * shape[-1]), out
+        return 0, out
+
+    return walk(model, (1, *input_shape))[0]
+
+
+def cpu_clock_ghz():
+    """The clock of the first CPU in ``/proc/cpuinfo`` (GHz), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peak_gflops(cores=None, ghz=None):
+    """float32 peak: cores x FMA units x 16 lanes x 2 flops x GHz, and its assumptions."""
+    cores = cores or len(os.sched_getaffinity(0))
+    ghz = ghz or cpu_clock_ghz()
+    peak = None if ghz is None else cores * FMA_UNITS * LANES * 2 * ghz
+    return {"cores": cores, "clock_ghz": ghz, "fma_units_per_core": FMA_UNITS,
+            "float32_lanes": LANES, "peak_gflops": None if peak is None else round(peak, 1),
+            "assumption": f"{cores} cores x {FMA_UNITS} FMA units x {LANES} float32 lanes "
+                          "(AVX-512) x 2 flops per FMA x the /proc/cpuinfo clock. An AMD Zen 4 "
+                          "(EPYC family 25) executes a 512-bit FMA as two 256-bit halves, so "
+                          "its sustained peak is half of this; the clock is the nominal one "
+                          "the hypervisor reports, not a measured boost clock."}
+
+
+# ---------------------------------------------------------------- the parts
+
+
+@contextlib.contextmanager
+def policy(name):
+    """Layers built inside use the Keras dtype policy ``name``; the old one is restored."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _build(name, shape, precision):
+    from embedder import build_encoder
+
+    if name == "peer_cnn":
+        from benchmarks.peer import register_peer_encoder
+
+        register_peer_encoder()
+    with policy(precision):
+        return build_encoder(name, shape)
+
+
+def _synced(fn):
+    """``run(n)``: ``n`` calls of ``fn``, then read a result back (the work is done)."""
+    def run(n):
+        out = None
+        for _ in range(n):
+            out = fn()
+        if out is not None:
+            np.asarray(out)
+
+    return run
+
+
+def _raw_steps(encoder, images, labels, loss_fn):
+    """Forward, forward+backward, +Adam and the loss step as compiled functions."""
+    import keras
+    import tensorflow as tf
+
+    weights = encoder.trainable_variables
+    probe = tf.constant(np.random.default_rng(0).normal(size=encoder.output_shape[-1]),
+                        tf.float32)
+
+    def trivial(z):
+        return tf.reduce_mean(tf.linalg.matvec(tf.cast(z, tf.float32), probe))
+
+    def grads_of(loss):
+        with tf.GradientTape() as tape:
+            value = loss(encoder(images, training=True))
+        return value, tape.gradient(value, weights)
+
+    adam, adam2 = keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4)
+    adam.build(weights)
+    adam2.build(weights)
+
+    @tf.function
+    def forward():
+        return tf.reduce_sum(encoder(images, training=True))
+
+    @tf.function
+    def forward_backward():
+        value, grads = grads_of(trivial)
+        return value + tf.add_n([tf.reduce_sum(g) for g in grads]) * 0.0
+
+    @tf.function
+    def forward_backward_adam():
+        value, grads = grads_of(trivial)
+        adam.apply(grads, weights)
+        return value
+
+    @tf.function
+    def loss_step():
+        value, grads = grads_of(lambda z: loss_fn(labels, z))
+        adam2.apply(grads, weights)
+        return value
+
+    return {"forward": _synced(forward), "forward_backward": _synced(forward_backward),
+            "forward_backward_adam": _synced(forward_backward_adam),
+            "loss_step": _synced(loss_step)}
+
+
+def _trainer_steps(name, shape, precision, images, labels, p, k):
+    """The compiled ``fit`` step on one batch and fed by its pipeline, and cross-entropy."""
+    import keras
+
+    from benchmarks.common import batch_runner, step_runner
+    from embedder.config import TrainingConfig
+    from embedder.training import build_training_run
+
+    y = np.repeat(np.arange(p), 12 * k)  # 12 steps per epoch: compiled, as for users
+    X = np.random.default_rng(1).integers(0, 256, (len(y), *shape), dtype=np.uint8)
+    config = TrainingConfig(classes_per_batch=p, samples_per_class=k, epochs=1,
+                            validation_fraction=0.0, random_state=0)
+    run = build_training_run(_build(name, shape, precision), X, y, config, input_shape=shape)
+    fed = build_training_run(_build(name, shape, precision), X, y, config, input_shape=shape)
+    encoder = _build(name, shape, precision)
+    inputs = keras.Input(shape=shape)
+    ce = keras.Model(inputs, keras.layers.Dense(p, activation="softmax", dtype="float32")(
+        encoder(inputs)))
+    ce.compile(optimizer=keras.optimizers.Adam(1e-4),
+               loss=keras.losses.SparseCategoricalCrossentropy())
+    return {"trainer_step": batch_runner(run.model, images, labels),
+            "fed_trainer_step": step_runner(fed.model, fed.dataset),
+            "cross_entropy_step": batch_runner(ce, images, labels)}
+
+
+def parts(name, shape, p, k, precision):
+    """``{part: run(n)}`` for one encoder configuration and dtype policy."""
+    import tensorflow as tf
+
+    from embedder.losses import get_loss
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (p * k, *shape)).astype(np.float32))
+    labels = tf.constant(np.repeat(np.arange(p), k).astype(np.int32))
+    out = _raw_steps(_build(name, shape, precision), images, labels, get_loss("batch_all"))
+    out.update(_trainer_steps(name, shape, precision, images, labels, p, k))
+    return out
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _calibrate(run, min_seconds):
+    """Steps per repetition so one repetition lasts about ``min_seconds`` (at least 1)."""
+    run(1)  # traces
+    with Stopwatch() as sw:
+        run(2)
+    return max(1, int(np.ceil(min_seconds / max(sw.seconds / 2, 1e-6))))
+
+
+def measure(variants, rounds, min_seconds):
+    """Seconds per step and foreign load of every variant, rounds interleaved."""
+    steps = {key: _calibrate(run, min_seconds) for key, run in variants.items()}
+    keys = list(variants)
+    seconds, foreign = {key: [] for key in keys}, {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            with Stopwatch() as sw:
+                variants[key](steps[key])
+            seconds[key].append(sw.seconds / steps[key])
+            foreign[key].append(sw.foreign_cores)
+    return seconds, foreign, steps
+
+
+def breakdown(ms):
+    """Milliseconds of each part of the fed trainer step (differences of nested parts)."""
+    rows = []
+    for label, part, minus in BREAKDOWN:
+        value = ms[part] - (ms[minus] if minus else 0.0)
+        rows.append({"part": label, "ms": round(value, 2),
+                     "share": round(value / ms["fed_trainer_step"], 3)})
+    return rows
+
+
+def profile_config(name, shape, p, k, s):
+    """Breakdown, GFLOP/s and bfloat16 comparison of one encoder configuration."""
+    import keras
+
+    keras.backend.clear_session()
+    variants = {}
+    for precision in s["precisions"]:
+        for part, run in parts(name, shape, p, k, precision).items():
+            variants[(precision, part)] = run
+    seconds, foreign, steps = measure(variants, s["rounds"], s["min_seconds"])
+    macs = forward_macs(_build(name, shape, "float32"), shape)
+    batch = p * k
+    result = {"encoder": name, "input_shape": list(shape), "batch": f"{p} x {k} = {batch}",
+              "forward_mflops_per_image": round(2 * macs / 1e6, 2), "precisions": {}}
+    for precision in s["precisions"]:
+        ms = {part: 1000 * float(np.median(seconds[(precision, part)])) for part in PARTS}
+        result["precisions"][precision] = {
+            "ms_per_step": {part: summary(np.asarray(seconds[(precision, part)]) * 1000, 2)
+                            for part in PARTS},
+            "steps_per_repetition": {part: steps[(precision, part)] for part in PARTS},
+            "foreign_cores": {part: [None if f is None else round(f, 2)
+                                     for f in foreign[(precision, part)]] for part in PARTS},
+            "breakdown": breakdown(ms),
+            "images_per_second": {part: round(batch / ms[part] * 1000, 1) for part in PARTS},
+            # a training step does the forward FLOPs about three times
+            "achieved_gflops": {part: round(factor * 2 * macs * batch / ms[part] / 1e6, 1)
+                                for part, factor in (("forward", 1), ("forward_backward", 3),
+                                                     ("trainer_step", 3),
+                                                     ("fed_trainer_step", 3))},
+        }
+    if "mixed_bfloat16" in result["precisions"]:
+        ratio = (np.asarray(seconds[("float32", "trainer_step")])
+                 / np.asarray(seconds[("mixed_bfloat16", "trainer_step")]))
+        result["bfloat16_speedup_trainer_step"] = summary(ratio, 3)
+    return result
+
+
+# ---------------------------------------------------------------- whole fit vs seed loop
+
+
+def fit_vs_seed(f):
+    """Images/s of the whole ``TripletEmbedder.fit`` (seed CNN, 112 px) vs the seed loop."""
+    from benchmarks.common import embedder_params
+    from benchmarks.throughput import _seed_loop
+    from embedder import TripletEmbedder, build_encoder
+
+    shape = (112, 112, 3)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(f["classes"]), f["per_class"])
+    X = rng.integers(0, 256, (len(y), *shape), dtype=np.uint8)
+    params = embedder_params(encoder="seed_cnn", input_shape=shape, epochs=f["epochs"],
+                             random_state=0)
+    seed = _seed_loop(build_encoder("seed_cnn", shape),
+                      rng.uniform(0, 255, (8, *shape)).astype(np.float32), f["triplets"])
+    seed(1)
+    fit_rates, seed_rates, foreign = [], [], []
+    n_fit = len(y) - int(round(params["validation_fraction"] * len(y)))
+    for _ in range(f["rounds"]):
+        with Stopwatch() as sw:
+            TripletEmbedder(**params).fit(X, y)
+        fit_rates.append(n_fit * f["epochs"] / sw.seconds)
+        foreign.append(sw.foreign_cores)
+        with Stopwatch() as sw:
+            seed(f["triplets"])
+        seed_rates.append(3 * f["triplets"] / sw.seconds)
+        foreign.append(sw.foreign_cores)
+    ratio = np.asarray(fit_rates) / np.asarray(seed_rates)
+    return {**f, "images": int(len(y)), "fit_images_per_second": summary(fit_rates, 1),
+            "seed_images_per_second": summary(seed_rates, 1), "ratio": summary(ratio, 3),
+            "foreign_cores": [None if x is None else round(x, 2) for x in foreign],
+            "note": "fit: training-side images x epochs / wall time of the whole fit (tracing, "
+                    "validation and callbacks included); seed: 3 images per triplet"}
+
+
+def run(mode, options=None):
+    s = SETTINGS[mode]
+    configs = [profile_config(name, shape, p, k, s) for name, shape, p, k in s["configs"]]
+    peak = peak_gflops()
+    out = {"settings": {k: v for k, v in s.items() if k != "configs"}, "peak": peak,
+           "configs": configs, "targets": []}
+    for c in configs:
+        f32 = c["precisions"]["float32"]
+        if peak["peak_gflops"]:
+            c["fraction_of_peak_fed_step"] = round(
+                f32["achieved_gflops"]["fed_trainer_step"] / peak["peak_gflops"], 3)
+        ratio = f32["ms_per_step"]["cross_entropy_step"]["median"] / \
+            f32["ms_per_step"]["trainer_step"]["median"]
+        out["targets"].append(target(
+            f"{c['encoder']} in-batch step / cross-entropy step", ratio, 0.97, unit="x",
+            note="medians of ms per step, one in-memory batch"))
+    if s["fit_vs_seed"]:
+        out["fit_vs_seed"] = fit_vs_seed(s["fit_vs_seed"])
+        out["targets"].append(target(
+            "whole TripletEmbedder.fit (seed CNN, 112 px) / seed eager loop",
+            out["fit_vs_seed"]["ratio"]["median"], 20, unit="x"))
+    return out

@@ -1,0 +1,187 @@
+"""One configuration object for stage one: every training setting with its default.
+
+:class:`TrainingConfig` is what travels from the estimator, the CLI and the benchmarks to
+:mod:`embedder.training`; nothing threads the settings one keyword at a time. Each field's
+help text lives in its ``metadata`` so the CLI builds its options from this one list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from numbers import Integral, Real
+
+#: Names of the losses (see :mod:`embedder.losses`); ``"triplet"`` is the seed's
+#: offline approach, the others mine triplets inside P x K batches.
+LOSS_NAMES = ("batch_all", "batch_hard", "semi_hard", "contrastive", "triplet")
+DISTANCE_NAMES = ("euclidean", "squared", "cosine")
+PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
+STRATEGIES = (None, "mirrored", "multi_worker")
+#: P x K batches aim at about this many images when P is not given.
+TARGET_BATCH_SIZE = 64
+
+
+def _field(default, help, **kinds):
+    return dataclasses.field(default=default, metadata={"help": help, **kinds})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Every stage-one training setting (see DESIGN section 3 and the README's recipe).
+
+    Build it from keyword arguments, from an estimator's ``get_params()``
+    (:meth:`from_params`) or from CLI options; :meth:`validate` checks every field and
+    :meth:`resolve` fills the defaults that depend on the data (the margin of the loss,
+    P from the class count).
+
+    Examples
+    --------
+    >>> from embedder.config import TrainingConfig
+    >>> config = TrainingConfig(loss="batch_hard", epochs=5).validate()
+    >>> config.resolve(n_classes=40).classes_per_batch
+    16
+    """
+
+    loss: str = _field("batch_all", "batch_all, batch_hard, semi_hard, contrastive, or "
+                       "triplet (the seed's offline random triplets)", choices=LOSS_NAMES)
+    margin: float | None = _field(None, "hinge margin (default: 0.2 for triplet losses, "
+                                  "0.5 for contrastive)")
+    distance: str = _field("euclidean", "euclidean, squared or cosine",
+                           choices=DISTANCE_NAMES)
+    soft: bool = _field(False, "soft-margin batch-hard: log1p(exp(d_ap - d_an)), the "
+                        "margin is not used")
+    classes_per_batch: int | None = _field(None, "P of the P x K batches (default: about "
+                                           "64 / K classes)", metavar="P")
+    samples_per_class: int = _field(4, "K of the P x K batches", metavar="K")
+    epochs: int = _field(20, "upper bound on epochs (early stopping usually ends sooner)")
+    learning_rate: float = _field(1e-3, "peak Adam learning rate (warm-up, cosine decay)")
+    warmup_epochs: float = _field(1.0, "epochs of linear learning-rate warm-up")
+    patience: int = _field(5, "epochs without a better validation MAP@R before stopping")
+    validation_fraction: float = _field(0.1, "stratified hold-out for validation "
+                                        "retrieval, early stopping and best weights; 0: none")
+    augment: bool = _field(False, "random flips, shifts and brightness changes")
+    precision: str | None = _field(None, "mixed_float16 or mixed_bfloat16 (encoder computes "
+                                   "in it; losses and normalisation stay float32)",
+                                   choices=PRECISIONS)
+    strategy: str | None = _field(None, "mirrored: tf.distribute.MirroredStrategy over the "
+                                  "local GPUs", choices=STRATEGIES)
+    cross_replica: bool = _field(False, "mine triplets across the batches of all replicas")
+    checkpoint_dir: str | None = _field(None, "per-epoch backups; a later run with the same "
+                                        "data and settings resumes from them", metavar="DIR")
+    random_state: int | None = _field(None, "seed of sampling, weights and augmentation")
+    verbose: int = _field(0, "0 silent, 1 progress bar, 2 one line per epoch")
+
+    # ----------------------------------------------------------------- checks
+    def validate(self) -> TrainingConfig:
+        """Check every field; return ``self``.
+
+        Raises
+        ------
+        ValueError
+            Naming the field, what it must be and what it is.
+        """
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            value = getattr(self, field.name)
+            if choices is not None and value not in choices:
+                raise ValueError(f"{field.name} must be one of {list(choices)}, got {value!r}")
+        _check_number("margin", self.margin, Real, 0, None, optional=True)
+        _check_number("classes_per_batch", self.classes_per_batch, Integral, 2, None,
+                      optional=True)
+        _check_number("samples_per_class", self.samples_per_class, Integral, 2, None)
+        _check_number("epochs", self.epochs, Integral, 1, None)
+        _check_number("warmup_epochs", self.warmup_epochs, Real, 0, None)
+        _check_number("patience", self.patience, Integral, 0, None)
+        _check_number("verbose", self.verbose, Integral, 0, None)
+        _check_open_interval("learning_rate", self.learning_rate, 0, math.inf)
+        _check_number("validation_fraction", self.validation_fraction, Real, 0, None)
+        if self.validation_fraction >= 1:
+            raise ValueError("validation_fraction must be in [0, 1), got "
+                             f"{self.validation_fraction!r}")
+        if self.cross_replica and self.loss == "triplet":
+            raise ValueError("cross_replica=True needs an in-batch loss, got loss='triplet' "
+                             "(offline triplets have no batch to gather)")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir,
+                                                              str | os.PathLike):
+            raise TypeError("checkpoint_dir must be a folder path or None, got "
+                            f"{type(self.checkpoint_dir).__name__}")
+        return self
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether triplets are mined inside P x K batches (every loss but ``"triplet"``)."""
+        return self.loss != "triplet"
+
+    def resolve(self, n_classes: int) -> TrainingConfig:
+        """The config with the data-dependent defaults filled in.
+
+        Parameters
+        ----------
+        n_classes : int
+            Classes in the training set.
+
+        Returns
+        -------
+        TrainingConfig
+            ``margin`` set to the loss's default when None, and ``classes_per_batch``
+            to about ``TARGET_BATCH_SIZE / samples_per_class`` classes (at least 2, at
+            most ``n_classes``) when None.
+        """
+        margin = self.margin
+        if margin is None:
+            margin = 0.5 if self.loss == "contrastive" else 0.2
+        p = self.classes_per_batch
+        if p is None:
+            p = int(min(n_classes, max(2, TARGET_BATCH_SIZE // self.samples_per_class)))
+        return self.replace(margin=float(margin), classes_per_batch=p)
+
+    # ------------------------------------------------------------- conversion
+    def replace(self, **changes) -> TrainingConfig:
+        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The settings as a plain dict (paths as strings)."""
+        out = dataclasses.asdict(self)
+        if out["checkpoint_dir"] is not None:
+            out["checkpoint_dir"] = os.fspath(out["checkpoint_dir"])
+        return out
+
+    @classmethod
+    def from_params(cls, params: dict) -> TrainingConfig:
+        """A config from a mapping such as an estimator's ``get_params()``.
+
+        Keys that are not training settings (``encoder``, ``input_shape``, ...) are
+        ignored; a ``RandomState`` ``random_state`` is turned into an int seed.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in params.items() if k in names}
+        if "random_state" in kwargs and kwargs["random_state"] is not None:
+            kwargs["random_state"] = seed_from(kwargs["random_state"])
+        return cls(**kwargs)
+
+
+def seed_from(random_state) -> int:
+    """An int seed from a scikit-learn ``random_state`` (int, RandomState or None)."""
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(2**31 - 1))
+
+
+def _check_number(name, value, kind, low, high, *, optional=False):
+    if value is None and optional:
+        return
+    expected = "an int" if kind is Integral else "a number"
+    valid = (not isinstance(value, bool) and isinstance(value, kind)
+             and math.isfinite(value) and value >= low and (high is None or value <= high))
+    if not valid:
+        raise ValueError(f"{name} must be {expected} >= {low}"
+                         f"{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_open_interval(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, Real) or not low < value < high:
+        raise ValueError(f"{name} must be a number > {low}, got {value!r}")

@@ -1,0 +1,133 @@
+"""Issue 12.2: outputs are written atomically; killed and concurrent writers lose nothing.
+
+Writers run in subprocesses (only :mod:`embedder.files` is imported there, no
+TensorFlow), slowed down chunk by chunk so that ``kill -9`` lands at a known point.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from embedder.files import atomic_path, atomic_write_bytes, clean_stale_temporaries
+
+OLD = b"the earlier, good output\n"
+CHUNK = 64 * 1024
+N_CHUNKS = 8
+
+_WRITER = textwrap.dedent(
+    f"""
+    import os, sys, time
+    from embedder.files import atomic_path
+
+    target, fill = sys.argv[1], sys.argv[2].encode()
+    pause, before, after = (float(a) for a in sys.argv[3:6])
+    replace = os.replace
+
+    def slow_replace(src, dst):
+        print("replacing", flush=True)
+        time.sleep(before)
+        replace(src, dst)
+        print("replaced", flush=True)
+        time.sleep(after)
+
+    os.replace = slow_replace
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        for i in range({N_CHUNKS}):
+            f.write(fill * {CHUNK})
+            f.flush()
+            print("chunk", i, flush=True)
+            time.sleep(pause)
+    print("done", flush=True)
+    """
+)
+
+
+def _start_writer(target, fill, pause, before=0.0, after=0.0):
+    """A writer pausing ``pause`` s after each chunk, ``before``/``after`` its rename.
+
+    The pause at a kill point is long (the kill comes first), so a busy machine cannot
+    let the writer run past it.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(target), fill, str(pause), str(before), str(after)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _kill_at(process, line):
+    for got in process.stdout:
+        if got.strip() == line:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            return
+    process.wait(timeout=30)
+    pytest.fail(f"the writer ended before {line!r}: {process.stderr.read()}")
+
+
+def _temporaries(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("point", ["chunk 0", "chunk 3", "chunk 7", "replacing"])
+def test_kill_before_the_rename_keeps_the_old_file(tmp_path, point):
+    target = tmp_path / "embeddings.npy"
+    target.write_bytes(OLD)
+    pause = 60.0 if point == "chunk 3" else 0.01
+    _kill_at(_start_writer(target, "x", pause, before=60.0), point)
+    assert target.read_bytes() == OLD  # intact, never partial
+    assert len(_temporaries(tmp_path)) == 1  # the killed writer's leftover
+    atomic_write_bytes(target, b"next run")  # the next save cleans it up
+    assert target.read_bytes() == b"next run"
+    assert _temporaries(tmp_path) == []
+
+
+def test_kill_after_the_rename_leaves_the_complete_new_file(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_bytes(OLD)
+    _kill_at(_start_writer(target, "y", 0.01, after=60.0), "replaced")
+    assert target.read_bytes() == b"y" * (N_CHUNKS * CHUNK)
+    assert _temporaries(tmp_path) == []
+
+
+def test_concurrent_writers_give_one_complete_file(tmp_path):
+    target = tmp_path / "shared.csv"
+    writers = [_start_writer(target, fill, 0.02) for fill in "abcd"]
+    for writer in writers:
+        out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+    content = target.read_bytes()
+    assert len(content) == N_CHUNKS * CHUNK
+    assert len(set(content)) == 1 and content[:1] in (b"a", b"b", b"c", b"d")
+    assert _temporaries(tmp_path) == []
+
+
+def test_failed_write_removes_its_temporary_and_keeps_the_target(tmp_path):
+    target = tmp_path / "report.md"
+    target.write_bytes(OLD)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == OLD
+    assert _temporaries(tmp_path) == []
+
+
+def test_temporaries_of_live_writers_are_kept(tmp_path):
+    live = tmp_path / f".out.csv.{os.getpid()}-{'0' * 32}.tmp"
+    dead = tmp_path / f".out.csv.999999999-{'1' * 32}.tmp"  # no such process
+    other = tmp_path / f".other.csv.999999999-{'2' * 32}.tmp"
+    for path in (live, dead, other):
+        path.write_bytes(b"partial")
+    assert clean_stale_temporaries(tmp_path, "out.csv") == 1
+    assert _temporaries(tmp_path) == sorted([live.name, other.name])
+
+
+def test_writing_under_a_regular_file_names_the_path(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"cannot write .*file/out\.npy: a part of its folder "
+                       r".*file is a regular file, expected a folder"):
+        atomic_write_bytes(tmp_path / "file" / "out.npy", b"")
