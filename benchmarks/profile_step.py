@@ -216,8 +216,8 @@ def _trainer_steps(name, shape, precision, images, labels, p, k):
     X = np.random.default_rng(1).integers(0, 256, (len(y), *shape), dtype=np.uint8)
     config = TrainingConfig(classes_per_batch=p, samples_per_class=k, epochs=1,
                             validation_fraction=0.0, random_state=0)
+    # one model for both: train_on_batch and the fed loop call the same compiled step
     run = build_training_run(_build(name, shape, precision), X, y, config, input_shape=shape)
-    fed = build_training_run(_build(name, shape, precision), X, y, config, input_shape=shape)
     encoder = _build(name, shape, precision)
     inputs = keras.Input(shape=shape)
     ce = keras.Model(inputs, keras.layers.Dense(p, activation="softmax", dtype="float32")(
@@ -225,7 +225,7 @@ def _trainer_steps(name, shape, precision, images, labels, p, k):
     ce.compile(optimizer=keras.optimizers.Adam(1e-4),
                loss=keras.losses.SparseCategoricalCrossentropy())
     return {"trainer_step": batch_runner(run.model, images, labels),
-            "fed_trainer_step": step_runner(fed.model, fed.dataset),
+            "fed_trainer_step": step_runner(run.model, run.dataset),
             "cross_entropy_step": batch_runner(ce, images, labels)}
 
 

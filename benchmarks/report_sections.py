@@ -393,8 +393,9 @@ def _row_from_history(figure, required, entry):
 def issue_14_table(records, history):
     """Every row of issue 14's target table: MET / MISSED with the measurement, or the
     last known value (``history``, from ``results/issue14_history.json``) when no results
-    record of this checkout measures it."""
-    by_name = {r["name"]: r for r in records if r["status"] == "ok"}
+    record started since ``history["session_started"]`` measures it."""
+    since = history.get("session_started", "")  # older records: "not re-measured"
+    by_name = {r["name"]: r for r in records if r["status"] == "ok" and r["started"] >= since}
     rows = []
     for key, figure, required in ISSUE_14_ROWS:
         measure = ISSUE_14_MEASURES.get(key)

@@ -69,6 +69,8 @@ def baselines(X_train, X_eval, y_eval, n_components=64):
     def flat(X):
         return X.reshape(len(X), -1).astype(np.float32) / 255.0
 
+    # fewer components where the training set is smaller (smoke runs on tiny sets)
+    n_components = min(n_components, *flat(X_train).shape)
     pca = PCA(n_components=n_components, random_state=0).fit(flat(X_train))
     return {
         "raw_pixels": scores(flat(X_eval), y_eval),

@@ -54,8 +54,16 @@ OPTIONAL = {
     "ann": ("benchmarks.ann", "Approximate nearest-neighbour head"),
     "scaling": ("benchmarks.scaling", "Scale-out: streaming and parallel folds"),
 }
-BENCHMARKS.update({name: entry for name, entry in OPTIONAL.items()
-                   if importlib.util.find_spec(entry[0]) is not None})
+
+
+def _has_run(module_name):
+    """Whether the benchmark module exists and defines ``run`` (one being written may not)."""
+    if importlib.util.find_spec(module_name) is None:
+        return False
+    return callable(getattr(importlib.import_module(module_name), "run", None))
+
+
+BENCHMARKS.update({name: entry for name, entry in OPTIONAL.items() if _has_run(entry[0])})
 
 
 def _quiet():

@@ -3,8 +3,10 @@
 - **Streaming memory.** ``triplet embed ENCODER DATA.csv --out X.npy`` on ``n`` synthetic
   28x28 grey PNGs (``small_cnn``, 128-d output), each ``n`` in a fresh process; the
   process's peak RSS (``VmHWM``) is compared across ``n``. Growth per extra image must be
-  at most 600 B: the 512 B of its float32 output row plus the list of paths, nothing that
-  holds decoded images or collects the embeddings.
+  at most 600 B (the issue's bound: the size of a 128-d float32 row plus a little).
+  Rows go straight to the file, so what grows is only the list of paths and labels
+  (measured in stages: ~200 B per image for loading the CSV, ~120 B for TensorFlow's copy
+  of the paths), never decoded images or collected embeddings.
 - **Replicas.** Training-step images/s of the same tiny in-batch triplet model with no
   strategy and with ``tf.distribute.MirroredStrategy`` over 2 logical CPU devices (one
   physical CPU split in two, each in a fresh process): on CPU this measures the
@@ -135,7 +137,8 @@ def streaming_memory(sizes):
         "targets": [target(
             f"peak RSS growth per extra image, n={small['n']}->{large['n']}", per_image,
             BYTES_PER_IMAGE_BOUND, higher_is_better=False, unit=" B",
-            note=f"the output row is {4 * DIM} B; the rest is the list of paths",
+            note=f"an output row is {4 * DIM} B; it goes to the file, not to memory: what "
+                 "grows is the list of paths and labels",
         )],
     }
 
@@ -262,3 +265,28 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def section_lines(result):
+    """Markdown lines of a :func:`run` record for BENCHMARKS.md (the targets come after)."""
+    m, r, f = result["streaming_memory"], result["replicas"], result["dask_folds"]
+    lines = [f"**Streaming `triplet embed`** (`{m['command']}`, a fresh process per n):", "",
+             "| images | peak RSS (MB) | seconds | images/s |", "|---|---|---|---|"]
+    lines += [f"| {p['n']} | {p['peak_rss_mb']} | {p['seconds']} | {p['images_per_second']} |"
+              for p in m["per_n"]]
+    lines += ["", f"Peak RSS growth: {m['peak_growth_bytes_per_image']} B per extra image "
+              f"(a 128-d float32 row is {m['output_bytes_per_image']} B).", "",
+              f"**Replicas** ({r['encoder']}; {r['devices']}):", "",
+              "| replicas | cross_replica | images/s (median) | vs 1 replica |",
+              "|---|---|---|---|"]
+    lines += [f"| {x['replicas']} | {x['cross_replica']} | "
+              f"{x['images_per_second']['median']} | {x['ratio_to_one_replica']} |"
+              for x in r["runs"]]
+    if f.get("available"):
+        lines += ["", f"**Dask folds** ({f['n_images']} Fashion-MNIST images, {f['cv']} "
+                  f"folds): sequential {f['sequential_seconds']} s, 2 Dask workers "
+                  f"{f['dask_2_workers_seconds']} s (x{f['speed_up']}); identical scores: "
+                  f"{f['identical_scores']}."]
+    else:
+        lines += ["", f"Dask folds not measured: {f.get('reason')}."]
+    return lines

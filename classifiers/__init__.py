@@ -1,7 +1,9 @@
 """Stage two heads on 2-D embeddings. This package never imports TensorFlow, so a head
 saved on embeddings loads without it."""
 
-from classifiers.heads import HEADS, make_head
+from classifiers.ann import ANNKNeighborsClassifier
+from classifiers.heads import HEADS, SmallestClassFolds, make_head
 from classifiers.open_set import OpenSetClassifier
 
-__all__ = ["HEADS", "OpenSetClassifier", "make_head"]
+__all__ = ["ANNKNeighborsClassifier", "HEADS", "OpenSetClassifier", "SmallestClassFolds",
+           "make_head"]

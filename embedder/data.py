@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.checks import check_existing_files, few
+from embedder.checks import check_existing_files, check_two_classes, few
 from embedder.decoding import IMAGE_EXTENSIONS
 
 __all__ = ["BUILTINS", "FASHION_MNIST_CLASSES", "load_dataset", "load_fashion_mnist"]
@@ -84,13 +84,6 @@ def _load_digits(split):
     return X, digits.target.astype(np.int64)
 
 
-def _check_two_classes(y, where):
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ValueError(f"{where} must hold at least 2 classes, got {len(classes)} "
-                         f"({few(classes)})")
-
-
 def _load_folder(root):
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -108,7 +101,7 @@ def _load_folder(root):
             )
         paths += files
         labels += [folder.name] * len(files)
-    _check_two_classes(labels, f"folder {str(root)!r}")
+    check_two_classes(labels, f"folder {str(root)!r}")
     return np.asarray(paths, dtype=object), np.asarray(labels)
 
 
@@ -129,7 +122,7 @@ def _load_csv(csv):
     paths = [str(p) if os.path.isabs(p) else str(csv.parent / p) for p in table["path"]]
     check_existing_files(paths, f"CSV file {str(csv)!r}")
     y = table["label"].to_numpy()
-    _check_two_classes(y, f"CSV file {str(csv)!r}")
+    check_two_classes(y, f"CSV file {str(csv)!r}")
     return np.asarray(paths, dtype=object), y
 
 

@@ -62,7 +62,7 @@ def temporary_name(target_name, suffix=None):
 
 
 def _fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR)  # Windows needs write access to flush
     try:
         os.fsync(fd)
     finally:
@@ -94,6 +94,8 @@ def _prepare_folder(path):
 
 def _pid_alive(pid):
     if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: rely on age
         return True
     try:
         os.kill(pid, 0)

@@ -8,7 +8,7 @@ without anything valid gives a loss of 0, never NaN. Values and gradients are fi
 every finite input; non-finite embeddings raise (see :mod:`embedder.distances`).
 
 Each in-batch loss is a ratio ``sum / count`` over its terms (hinges, anchors, pairs): a
-private ``*_terms`` function computes both from a :class:`embedder.mining.BatchView`, so
+``*_terms`` function computes both from a :class:`embedder.mining.BatchView`, so
 :class:`embedder.trainer_model.InBatchTrainer` derives the loss and its diagnostics from one
 distance matrix, and ``cross_replica=True`` divides each replica's sum by the count of the
 whole global batch.
@@ -54,9 +54,12 @@ def _count(mask):
     return ops.sum(ops.cast(mask, "float32"))
 
 
-def batch_all_terms(view, margin):
-    """``(hinge_sum, n_active, n_valid)`` of batch-all over the view's anchors."""
-    return batch_all_stats(view.distances, view.positives, view.negatives, margin)
+def batch_all_terms(view, margin, top_k=False):
+    """``(hinge_sum, n_active, n_valid)`` of batch-all over the view's anchors.
+
+    ``top_k``: see :func:`embedder.mining.batch_all_stats` (not under XLA).
+    """
+    return batch_all_stats(view.distances, view.positives, view.negatives, margin, top_k)
 
 
 def batch_hard_terms(view, margin, soft=False):
@@ -246,14 +249,15 @@ def contrastive_loss(labels, embeddings, margin=0.5, distance="euclidean", *, cr
     return reduce_terms(*contrastive_terms(view, margin), view.context)
 
 
-def in_batch_loss(name, view, margin, soft=False):
+def in_batch_loss(name, view, margin, soft=False, top_k=False):
     """``(loss, batch-all terms or None)`` of the in-batch loss ``name`` on ``view``.
 
     The batch-all terms are returned when the loss computed them anyway (``batch_all``),
-    so that the trainer's active-triplet fraction reuses them.
+    so that the trainer's active-triplet fraction reuses them. ``top_k``: see
+    :func:`embedder.mining.batch_all_stats`.
     """
     if name == "batch_all":
-        terms = batch_all_terms(view, margin)
+        terms = batch_all_terms(view, margin, top_k)
         return reduce_terms(terms[0], terms[1], view.context), terms
     if name == "batch_hard":
         return reduce_terms(*batch_hard_terms(view, margin, soft), view.context), None

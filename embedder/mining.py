@@ -180,8 +180,37 @@ def semi_hard_negative_distance(distances, labels):
     return semi_hard_negative(distances, negative_mask(labels))
 
 
-def batch_all_stats(distances, positives, negatives, margin):
-    """:func:`batch_all_hinge_stats` from boolean (anchor, candidate) masks."""
+def _hinge_sums(d, positives, negatives, margin, top_k=False):
+    # [hinge sum, #active] over the triplets of the anchors (rows) of ``d``. Invalid
+    # entries are filled so that their hinge is exactly 0 (no (A, C, C) mask is built):
+    # a non-positive ``d_ap + margin`` of 0, and a ``d_an`` no ``d_ap + margin`` exceeds.
+    d_pos = ops.where(positives, d + margin, 0.0)
+    ceiling = ops.stop_gradient(ops.max(d_pos, initial=0.0))
+    d_neg = ops.where(negatives, d, ceiling)
+    if top_k:
+        # Only the k = (most positives of any anchor) largest entries of each row can
+        # give a hinge > 0: (A, k, C) instead of (A, C, C), e.g. 16x less for P x K = 16x4.
+        k = ops.max(ops.sum(ops.cast(positives, "int32"), axis=1), initial=0)
+        d_pos = ops.top_k(d_pos, k, sorted=False)[0]
+    hinge = ops.relu(d_pos[:, :, None] - d_neg[:, None, :])
+    return ops.stack([ops.sum(hinge), ops.sum(ops.cast(hinge > 1e-16, "float32"))])
+
+
+def batch_all_stats(distances, positives, negatives, margin, top_k=False):
+    """:func:`batch_all_hinge_stats` from boolean (anchor, candidate) masks.
+
+    ``top_k=True`` keeps only each anchor's positives (a data-dependent size: faster in
+    TensorFlow graphs, not compilable by XLA); the result is the same.
+    """
+    counts = ops.sum(ops.cast(positives, "float32"), axis=1) * ops.sum(
+        ops.cast(negatives, "float32"), axis=1
+    )
+    n_valid = ops.sum(counts)
+    static = tuple(distances.shape)
+    if None not in static and static[0] * static[1] ** 2 <= BATCH_ALL_CHUNK_ELEMENTS:
+        # One chunk, known when tracing: no loop (measurably faster per training step).
+        totals = _hinge_sums(distances, positives, negatives, margin, top_k)
+        return totals[0], totals[1], n_valid
     n_anchors, n = ops.shape(distances)[0], ops.shape(distances)[1]
     chunk = ops.clip(
         BATCH_ALL_CHUNK_ELEMENTS // ops.maximum(n * n, 1), 1, ops.maximum(n_anchors, 1)
@@ -191,21 +220,13 @@ def batch_all_stats(distances, positives, negatives, margin):
 
     def chunk_stats(index):
         rows = ops.minimum(index, n_anchors - 1)
-        in_batch = (index < n_anchors)[:, None, None]  # padding anchors
-        d = ops.take(distances, rows, axis=0)
-        valid = ops.logical_and(
-            ops.logical_and(
-                ops.take(positives, rows, axis=0)[:, :, None],
-                ops.take(negatives, rows, axis=0)[:, None, :],
-            ),
-            in_batch,
-        )
-        hinge = ops.where(valid, ops.relu(d[:, :, None] - d[:, None, :] + margin), 0.0)
-        active = ops.cast(hinge > 1e-16, "float32")
-        return ops.stack([ops.sum(hinge), ops.sum(active), ops.sum(ops.cast(valid, "float32"))])
+        in_batch = (index < n_anchors)[:, None]  # padding anchors get no positive
+        positive_rows = ops.logical_and(ops.take(positives, rows, axis=0), in_batch)
+        return _hinge_sums(ops.take(distances, rows, axis=0), positive_rows,
+                           ops.take(negatives, rows, axis=0), margin, top_k)  # fmt: skip
 
     totals = ops.sum(ops.map(chunk_stats, anchors), axis=0)
-    return totals[0], totals[1], totals[2]
+    return totals[0], totals[1], n_valid
 
 
 def batch_all_hinge_stats(distances, labels, margin):

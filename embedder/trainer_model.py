@@ -14,7 +14,7 @@ from keras import ops
 from embedder.distances import check_distance
 from embedder.losses import IN_BATCH, default_margin, in_batch_loss
 from embedder.mining import batch_view, check_margin
-from embedder.training_metrics import DIAGNOSTICS, batch_diagnostics
+from embedder.training_metrics import DiagnosticsMean, batch_diagnostics
 
 
 def _check_bool(value, name):
@@ -92,7 +92,7 @@ class InBatchTrainer(keras.Model):
         self.distance = check_distance(distance)
         self.soft = soft
         self.cross_replica = _check_bool(cross_replica, "cross_replica")
-        self.diagnostics = [keras.metrics.Mean(name=key) for key in DIAGNOSTICS]
+        self.diagnostics = DiagnosticsMean()
 
     def call(self, inputs, training=None):
         """Embeddings of ``inputs``: the encoder's output."""
@@ -107,11 +107,11 @@ class InBatchTrainer(keras.Model):
         """
         embeddings = ops.cast(y_pred, "float32")
         view = batch_view(y, embeddings, self.distance, self.cross_replica)
-        loss, terms = in_batch_loss(self.loss_name, view, self.margin, self.soft)
-        values = batch_diagnostics(view, self.margin, terms)
-        for tracker in self.diagnostics:
-            value, weight = values[tracker.name]
-            tracker.update_state(value, sample_weight=weight)
+        # Batch-all over each anchor's positives only (data-dependent shapes) is ~2x less
+        # work, but XLA compiles static shapes only.
+        top_k = not self.jit_compile
+        loss, terms = in_batch_loss(self.loss_name, view, self.margin, self.soft, top_k)
+        self.diagnostics.update_state(batch_diagnostics(view, self.margin, terms, top_k))
         loss = _scale_for_replicas(loss)
         for extra in self.losses:
             loss = loss + self._aggregate_additional_loss(extra)

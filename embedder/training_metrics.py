@@ -21,8 +21,8 @@ signature of collapse (every embedding on one point).
 import keras
 from keras import ops
 
-from embedder.distances import check_distance, check_embeddings, row_norms
-from embedder.mining import batch_all_stats, batch_view, check_margin
+from embedder.distances import row_norms
+from embedder.mining import batch_all_stats
 
 #: Names of the diagnostics, in the order :class:`~embedder.trainer_model.InBatchTrainer`
 #: logs them (after ``loss``).
@@ -40,7 +40,7 @@ def _mean_over(values, mask):
     return _ratio(ops.sum(ops.where(mask > 0, values, 0.0)), ops.sum(mask))
 
 
-def batch_diagnostics(view, margin, batch_all_terms=None):
+def batch_diagnostics(view, margin, batch_all_terms=None, top_k=False):
     """``{name: (value, weight)}`` for the names in :data:`DIAGNOSTICS`.
 
     Parameters
@@ -52,6 +52,8 @@ def batch_diagnostics(view, margin, batch_all_terms=None):
     batch_all_terms : tuple of 3 tensors, optional
         ``(hinge_sum, n_active, n_valid)`` already computed by the batch-all loss on
         ``view`` with ``margin``; computed here when not given.
+    top_k : bool, default=False
+        Passed to :func:`embedder.mining.batch_all_stats` (faster, not under XLA).
 
     Returns
     -------
@@ -59,7 +61,9 @@ def batch_diagnostics(view, margin, batch_all_terms=None):
         The weight is 1, or 0 when the batch has nothing to measure.
     """
     if batch_all_terms is None:
-        batch_all_terms = batch_all_stats(view.distances, view.positives, view.negatives, margin)
+        batch_all_terms = batch_all_stats(
+            view.distances, view.positives, view.negatives, margin, top_k
+        )
     _, n_active, n_valid = batch_all_terms
     norms = row_norms(view.embeddings)
     mean, has_rows = _ratio(ops.sum(norms), ops.cast(ops.shape(norms)[0], "float32"))
@@ -73,66 +77,37 @@ def batch_diagnostics(view, margin, batch_all_terms=None):
     }
 
 
-# --------------------------------------------------------------------------- Keras metrics
-# Stand-alone metric objects, each computing its own distance matrix from
-# ``update_state(y_true=labels, y_pred=embeddings)``. The trainer does not use them (it
-# shares one matrix with the loss); they remain for ``model.compile(metrics=[...])``.
+class DiagnosticsMean(keras.metrics.Metric):
+    """Running means of the five diagnostics, in one metric (two variable updates a step).
 
+    ``update_state(values)`` takes the ``{name: (value, weight)}`` of
+    :func:`batch_diagnostics`; a weight of 0 skips that diagnostic for the batch.
+    ``result()`` is a dict keyed by :data:`DIAGNOSTICS` (0 where nothing was measured),
+    which Keras logs as five separate entries.
 
-class _DiagnosticMean(keras.metrics.Mean):
-    """Running mean, over batches, of the diagnostic ``diagnostic`` of each batch."""
+    Parameters
+    ----------
+    name : str, default="diagnostics"
+    dtype : str, optional
+    """
 
-    diagnostic = None
+    def __init__(self, name="diagnostics", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        shape = (len(DIAGNOSTICS),)
+        self.total = self.add_variable(shape, initializer="zeros", name="total")
+        self.count = self.add_variable(shape, initializer="zeros", name="count")
 
-    def __init__(self, margin=0.2, distance="euclidean", name=None, dtype=None):
-        super().__init__(name=name or self.diagnostic, dtype=dtype)
-        self.margin = check_margin(margin)
-        self.distance = check_distance(distance)
+    def update_state(self, values):
+        """Add one batch's ``{name: (value, weight)}``."""
+        value = ops.stack([ops.cast(values[k][0], "float32") for k in DIAGNOSTICS])
+        weight = ops.stack([ops.cast(values[k][1], "float32") for k in DIAGNOSTICS])
+        self.total.assign_add(ops.where(weight > 0, value * weight, 0.0))
+        self.count.assign_add(weight)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        """Add the batch's value; ``sample_weight`` is ignored (it describes a batch)."""
-        if self.diagnostic.startswith("norm"):
-            y_pred = check_embeddings(y_pred, name="y_pred")
-            y_true = ops.zeros(ops.shape(y_pred)[:1], "int32") if y_true is None else y_true
-        view = batch_view(y_true, y_pred, self.distance)
-        terms = None if self.diagnostic == "active_fraction" else (0.0, 0.0, 0.0)
-        value, weight = batch_diagnostics(view, self.margin, terms)[self.diagnostic]
-        return super().update_state(value, sample_weight=weight)
+    def result(self):
+        means = ops.where(self.count > 0, self.total / ops.maximum(self.count, 1e-12), 0.0)
+        return {key: means[i] for i, key in enumerate(DIAGNOSTICS)}
 
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "distance": self.distance}
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class ActiveTripletFraction(_DiagnosticMean):
-    """Fraction of valid triplets with ``d_ap - d_an + margin > 0`` (batch-all hinge > 0)."""
-
-    diagnostic = "active_fraction"
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class MeanPositiveDistance(_DiagnosticMean):
-    """Mean distance over the batch's positive pairs (``a != p``, same label)."""
-
-    diagnostic = "pos_distance"
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class MeanNegativeDistance(_DiagnosticMean):
-    """Mean distance over the batch's negative pairs (different labels)."""
-
-    diagnostic = "neg_distance"
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class EmbeddingNormMean(_DiagnosticMean):
-    """Mean L2 norm of the rows of ``y_pred`` (``y_true`` is ignored)."""
-
-    diagnostic = "norm_mean"
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class EmbeddingNormStd(_DiagnosticMean):
-    """Standard deviation (population) of the L2 norms of the rows of ``y_pred``."""
-
-    diagnostic = "norm_std"
+    def reset_state(self):
+        for variable in (self.total, self.count):
+            variable.assign(ops.zeros_like(variable))

@@ -11,6 +11,7 @@ takes and returns only picklable values, and it is deterministic given the embed
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -21,45 +22,19 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 
+from pipelines._report_records import FoldRecord
 from pipelines._text import jsonable, natural_key
 
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 TIMES = ("fit_time", "predict_time")
 DEFAULT_KNN_K = 5
+# Progress lines (one per fold); pipelines.report.report_progress shows them on a stream.
+LOG = logging.getLogger("pipelines.report")
 _SCORERS = {
     "accuracy": accuracy_score,
     "balanced_accuracy": balanced_accuracy_score,
     "f1_macro": lambda t, p: f1_score(t, p, average="macro", zero_division=0),
 }
-
-
-@dataclasses.dataclass
-class FoldRecord:
-    """What happened to the encoder in one fold (a field of :class:`pipelines.Report`).
-
-    Attributes
-    ----------
-    index : int
-        0-based fold number.
-    n_train, n_test : int
-        Images in the training and the test part.
-    encoder_fit_time, embed_time : float or None
-        Seconds to train the fold's encoder and to embed its test images; ``None`` when
-        the encoder was frozen (embedded once, see ``Report.embedder.embed_time``).
-    history : dict
-        The fold encoder's Keras history (name -> per-epoch list); ``{}`` when frozen.
-    validation : dict or None
-        The fold encoder's ``validation_`` (``used``, ``reason``, ``n_images``), or
-        ``None`` when the embedder does not record one.
-    """
-
-    index: int
-    n_train: int
-    n_test: int
-    encoder_fit_time: float | None
-    embed_time: float | None
-    history: dict
-    validation: dict | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,18 +73,52 @@ def loaded_class(module: str, name: str):
     An object of a class exists only once the class's module is imported, so an
     ``isinstance`` test against ``()`` is exact, and a pipeline without a Keras embedder
     never pays for importing TensorFlow just to be told so.
+
+    Parameters
+    ----------
+    module : str
+        Dotted module name, e.g. ``"embedder.frozen"``.
+    name : str
+        Class name in that module.
+
+    Returns
+    -------
+    type or tuple
+        The class, or ``()``.
     """
     found = sys.modules.get(module)
     return getattr(found, name, ()) if found is not None else ()
 
 
 def is_frozen_embedder(step) -> bool:
-    """Whether ``step`` is an :class:`embedder.FrozenEmbedder` (trains nothing in ``fit``)."""
+    """Whether ``step`` is an :class:`embedder.FrozenEmbedder` (trains nothing in ``fit``).
+
+    Parameters
+    ----------
+    step : object
+        The pipeline's embedding step.
+
+    Returns
+    -------
+    bool
+    """
     return isinstance(step, loaded_class("embedder.frozen", "FrozenEmbedder"))
 
 
 def validation_info(step) -> dict | None:
-    """A fitted :class:`embedder.TripletEmbedder`'s ``validation_`` as a plain dict."""
+    """A fitted :class:`embedder.TripletEmbedder`'s ``validation_`` as a plain dict.
+
+    Parameters
+    ----------
+    step : object
+        A fitted embedding step.
+
+    Returns
+    -------
+    dict or None
+        ``used``, ``reason``, ``n_images``; ``None`` for other embedders (a frozen one
+        trained nothing) or when the attribute is missing.
+    """
     if not isinstance(step, loaded_class("embedder.estimator", "TripletEmbedder")):
         return None
     info = getattr(step, "validation_", None)
@@ -133,7 +142,6 @@ class PerFoldEmbedding:
     """``refit_encoder="per_fold"``: a clone of the embedding part, trained on the fold."""
 
     embed_part: object
-    needs_images = True
 
     def embed(self, X, y, task: FoldTask) -> FoldEmbedding:
         """Train a clone on ``X[task.train]`` and embed both parts of the fold."""
@@ -151,18 +159,34 @@ class PerFoldEmbedding:
 
 @dataclasses.dataclass(frozen=True)
 class FrozenEmbedding:
-    """A frozen encoder: every image embedded once, up front; folds slice the rows."""
+    """A frozen encoder: every image embedded once, up front; folds slice the rows.
 
-    Z: np.ndarray
-    needs_images = False
+    The embeddings travel as ``run_fold``'s ``X`` argument, not inside this object, so
+    joblib can memory-map (loky) or scatter (Dask) them once instead of per fold.
+    """
 
-    def embed(self, X, y, task: FoldTask) -> FoldEmbedding:
-        """The rows of the up-front embeddings that belong to the fold."""
-        return FoldEmbedding(self.Z[task.train], self.Z[task.test])
+    def embed(self, Z, y, task: FoldTask) -> FoldEmbedding:
+        """The rows of the up-front embeddings ``Z`` that belong to the fold."""
+        return FoldEmbedding(Z[task.train], Z[task.test])
 
 
 def score_head(head, Z_train, y_train, Z_test, y_test) -> HeadFold:
-    """Fit a clone of ``head`` on the training embeddings and score it on the test fold."""
+    """Fit a clone of ``head`` on the training embeddings and score it on the test fold.
+
+    Parameters
+    ----------
+    head : classifier
+        Unfitted scikit-learn classifier (cloned, never changed).
+    Z_train, y_train : ndarray
+        Training embeddings and labels.
+    Z_test, y_test : ndarray
+        Test embeddings and labels.
+
+    Returns
+    -------
+    HeadFold
+        ``METRICS`` and ``TIMES`` scores, and the predictions.
+    """
     head = clone(head)
     start = time.perf_counter()
     head.fit(Z_train, y_train)
@@ -175,24 +199,45 @@ def score_head(head, Z_train, y_train, Z_test, y_test) -> HeadFold:
 
 
 def retrieval(Z, labels, k: int | None) -> dict:
-    """Leave-one-out retrieval scores of held-out embeddings; kNN accuracy only with ``k``."""
+    """Leave-one-out retrieval scores of held-out embeddings; kNN accuracy only with ``k``.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n, dim)
+        Held-out embeddings.
+    labels : ndarray of shape (n,)
+        Their classes.
+    k : int or None
+        Neighbours voting in ``knn_accuracy``; ``None`` leaves it out.
+
+    Returns
+    -------
+    dict
+        ``precision_at_1``, ``r_precision``, ``map_at_r`` (``None`` when no class has
+        two images), ``knn_accuracy`` (with ``k``) and ``n_queries``.
+    """
     from embedder.metrics import retrieval_scores
 
+    if np.unique(labels, return_counts=True)[1].max() < 2:
+        # No image has a same-class neighbour: nothing to retrieve (retrieval_scores
+        # would warn); the scores are undefined, and the report's note says why.
+        return {"precision_at_1": None, "r_precision": None, "map_at_r": None,
+                "n_queries": 0}
     scores = retrieval_scores(Z, labels, k=k or 1)
     if k is None:
         scores.pop("knn_accuracy")
     return {name: float(v) if name != "n_queries" else int(v) for name, v in scores.items()}
 
 
-def run_fold(embedding, X, y, task: FoldTask, heads: list, knn_k, verbose: int = 0):
+def run_fold(embedding, X, y, task: FoldTask, heads: list, knn_k):
     """Embed one fold, score every head and the held-out retrieval; see the module doc.
 
     Parameters
     ----------
     embedding : PerFoldEmbedding or FrozenEmbedding
         How the fold's embeddings are made.
-    X : ndarray or None
-        The images (``None`` when ``embedding`` does not need them).
+    X : ndarray
+        The images, or for a ``FrozenEmbedding`` the embeddings of all images.
     y : ndarray of shape (n,)
         All labels.
     task : FoldTask
@@ -201,8 +246,6 @@ def run_fold(embedding, X, y, task: FoldTask, heads: list, knn_k, verbose: int =
         Named unfitted heads.
     knn_k : int or None
         Neighbours of the held-out kNN accuracy; ``None`` leaves it out.
-    verbose : int, default=0
-        ``> 0`` prints one line per fold.
 
     Returns
     -------
@@ -214,10 +257,9 @@ def run_fold(embedding, X, y, task: FoldTask, heads: list, knn_k, verbose: int =
               for name, head in heads}
     record = FoldRecord(task.index, len(task.train), len(task.test), emb.encoder_fit_time,
                         emb.embed_time, emb.history, emb.validation)
-    if verbose:
+    if LOG.isEnabledFor(logging.INFO):
         text = ", ".join(f"{n} {h.scores['balanced_accuracy']:.3f}" for n, h in scored.items())
-        print(f"[fold {task.index + 1}/{task.n_splits}] balanced accuracy: {text}",
-              flush=True)
+        LOG.info("[fold %d/%d] balanced accuracy: %s", task.index + 1, task.n_splits, text)
     return FoldOutput(record, retrieval(emb.Z_test, y_test, knn_k), scored, y_test,
                       np.asarray(emb.Z_test) if task.keep_embeddings else None)
 
@@ -228,6 +270,19 @@ def check_folds(cv, y, random_state):
     sklearn only warns (or fails with a message that names neither ``cv`` nor the
     class) when a class is smaller than the number of stratified folds; its test folds
     then lack that class.
+
+    Parameters
+    ----------
+    cv : int or splitter
+        Number of stratified, shuffled folds, or a scikit-learn splitter.
+    y : ndarray of shape (n,)
+        The labels.
+    random_state : int or None
+        Seed of the shuffling for an int ``cv``.
+
+    Returns
+    -------
+    splitter
     """
     if isinstance(cv, Integral) and not isinstance(cv, bool):
         if cv < 2:
@@ -261,6 +316,20 @@ def choose_knn_k(y, splits, default: int = DEFAULT_KNN_K) -> tuple:
 
     ``k`` is at most the smallest held-out class minus one, so a query's own class can
     fill every vote; ``None`` (kNN accuracy left out) when a held-out class has 1 image.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+        The labels.
+    splits : list of (train, test) index arrays
+        The folds.
+    default : int, default=5
+        The largest ``k`` used.
+
+    Returns
+    -------
+    tuple
+        ``(k or None, note)``.
     """
     smallest = min(int(np.unique(y[test], return_counts=True)[1].min()) for _, test in splits)
     k = min(default, smallest - 1)

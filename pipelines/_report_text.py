@@ -34,7 +34,20 @@ def _class_list(classes: list) -> str:
 
 
 def retrieval_label(key: str, k) -> str:
-    """The name of a retrieval score; the kNN accuracy names its ``k``."""
+    """The name of a retrieval score; the kNN accuracy names its ``k``.
+
+    Parameters
+    ----------
+    key : str
+        A key of ``embedder.metrics.retrieval_scores``' result.
+    k : int or None
+        Neighbours of the kNN accuracy.
+
+    Returns
+    -------
+    str
+        E.g. ``"P@1"``, ``"kNN accuracy (k=2)"``.
+    """
     label = _RETRIEVAL_NAMES[key]
     return f"{label} (k={k})" if key == "knn_accuracy" and k else label
 
@@ -113,6 +126,21 @@ def confused_pairs(matrix, classes: list, n: int = TOP_CONFUSED) -> list:
     """The ``n`` largest off-diagonal cells: ``(true, predicted, count, share of true)``.
 
     Ties are listed in the order of the classes (row, then column).
+
+    Parameters
+    ----------
+    matrix : array-like of int, shape (n_classes, n_classes)
+        Confusion matrix, rows = true class.
+    classes : list of str
+        Class names in the matrix's order.
+    n : int, default=15
+        How many pairs at most.
+
+    Returns
+    -------
+    list of tuple
+        ``(true name, predicted name, images, share of the true class's images)``, only
+        cells with at least one image.
     """
     cm = np.asarray(matrix, dtype=np.int64)
     off = cm.copy()

@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="image files, folders of images, or a labelled DATA (a folder of "
                    "class sub-folders or a CSV): labelled queries are compared with "
                    "their own label")
-    p.add_argument("--top", type=int, default=5, help="hits per query (default 5)")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="hits per query (default 5)")
     p.add_argument("--out", metavar="hits.csv", help="CSV file of the hits")
     p.add_argument("--sheet", metavar="hits.png",
                    help="contact sheet PNG (default: --out with .png, else none)")
@@ -326,7 +327,7 @@ def _report_and_model(embedder, X, y, heads, cv, refit, seed, out):
     from classifiers import make_head
     from pipelines.factory import make_triplet_pipeline
     from pipelines.persistence import save_pipeline
-    from pipelines.report import cross_validate_report
+    from pipelines.report import cross_validate_report, report_progress
 
     if not heads:
         raise ValueError("--heads must name at least one head, e.g. knn,logreg,svm")
@@ -334,8 +335,9 @@ def _report_and_model(embedder, X, y, heads, cv, refit, seed, out):
     pipeline = make_triplet_pipeline(embedder, make_head(heads[0]))
     print(f"cross-validating {', '.join(heads)} with {cv} folds "
           f"(refit_encoder={refit})", flush=True)
-    report = cross_validate_report(pipeline, X, y, cv=cv, heads=heads, refit_encoder=refit,
-                                   random_state=seed, verbose=1)
+    with report_progress():
+        report = cross_validate_report(pipeline, X, y, cv=cv, heads=heads,
+                                       refit_encoder=refit, random_state=seed)
     paths = report.save(out)
     print(f"refitting the best pipeline ({report.best_head}) on all {len(y)} images",
           flush=True)
@@ -416,7 +418,12 @@ def _rejecting_head(args, pipeline):
         raise ValueError(f"--target-tpr must be in (0, 1], got {args.target_tpr}")
     calibration = None
     if args.calibration is not None:
-        X_cal, y_cal = _load(args.calibration)
+        from embedder.data import load_dataset
+
+        X_cal, y_cal = load_dataset(args.calibration)
+        # stderr: the predictions may be going to stdout as CSV
+        print(f"calibration DATA {args.calibration}: {len(y_cal)} images, "
+              f"{len(np.unique(y_cal))} classes", file=sys.stderr, flush=True)
         calibration = (pipeline[:-1].transform(X_cal), y_cal)
     return rejecting_head(head, calibration, target_tpr=args.target_tpr)
 

@@ -54,7 +54,7 @@ FORMAT_VERSION = 1
 SIGNING_KEY_ENV = "TRIPLET_SIGNING_KEY"
 SKOPS_SUFFIX = ".skops"
 #: Modules whose *classes* a ``.skops`` file may instantiate (besides skops's defaults).
-SKOPS_ALLOWED_MODULES = ("sklearn.", "embedder.", "classifiers.", "numpy.")
+SKOPS_ALLOWED_MODULES = ("sklearn.", "embedder.", "classifiers.", "numpy.", "scipy.sparse.")
 _PACKAGE = "triplet-embeddings"
 _LIBRARIES = ("tensorflow", "keras", "scikit-learn", "numpy", "joblib", "skops")
 
@@ -271,18 +271,22 @@ def _verify(path, data, *, required, trusted, check_versions):
     metadata, problem = _read_sidecar(sidecar)
     if metadata is not None:
         problem = _check_digests(path, sidecar, metadata, data)
-    if problem is None or (metadata is None and not required) or trusted:
-        if problem is not None and trusted:
-            warnings.warn(f"loading {path} unverified (trusted=True): {problem}",
-                          UserWarning, stacklevel=3)
-        if metadata is not None:
-            _check_versions(path, sidecar, metadata, check_versions)
-        return
-    raise ValueError(
-        f"refusing to load {path}: {problem}. Unpickling a file runs code chosen by its "
-        "author, so only verified files are loaded; pass trusted=True (CLI: --trust) "
-        "only if you trust its source, or use the .skops format"
-    )
+    if problem is None or (metadata is None and not required):
+        pass
+    elif trusted:
+        warnings.warn(f"loading {path} unverified (trusted=True): {problem}", UserWarning,
+                      stacklevel=3)
+    elif required:
+        raise ValueError(
+            f"refusing to load {path}: {problem}. Unpickling a file runs code chosen by "
+            "its author, so only verified files are loaded; pass trusted=True (CLI: "
+            "--trust) only if you trust its source, or use the .skops format"
+        )
+    else:
+        raise ValueError(f"refusing to load {path}: {problem}; pass trusted=True (CLI: "
+                         "--trust) to load it all the same")
+    if metadata is not None:
+        _check_versions(path, sidecar, metadata, check_versions)
 
 
 def _resolve_allowed(name):

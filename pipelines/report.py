@@ -32,12 +32,12 @@ CLI read them, ``to_dict``/``to_json`` are for output only):
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import contextlib
+import logging
+import sys
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import joblib
 import numpy as np
@@ -48,9 +48,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from pipelines._report_folds import (
+    LOG,
     METRICS,
     TIMES,
-    FoldRecord,
     FoldTask,
     FrozenEmbedding,
     PerFoldEmbedding,
@@ -60,11 +60,18 @@ from pipelines._report_folds import (
     run_fold,
     validation_info,
 )
-from pipelines._report_text import report_markdown, report_summary
+from pipelines._report_records import (
+    CVInfo,
+    EmbedderInfo,
+    FoldRecord,
+    HeadResult,
+    Report,
+    RetrievalResult,
+)
 from pipelines._text import jsonable, natural_key
 
 __all__ = ["CVInfo", "EmbedderInfo", "FoldRecord", "HeadResult", "Report",
-           "RetrievalResult", "cross_validate_report"]
+           "RetrievalResult", "cross_validate_report", "report_progress"]
 
 REFIT_ENCODER = ("per_fold", "never")
 BEST_HEAD_RULE = (
@@ -75,169 +82,6 @@ _PER_FOLD_NOTE = ("The encoder was trained inside every fold on the training par
                   "(refit_encoder='per_fold'): the test folds were never seen by it.")
 
 
-def _build(cls, data, **nested):
-    """``cls(**data)`` after checking every field is there; ``nested`` maps a field to
-    the function that rebuilds its value."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    if not isinstance(data, dict):
-        raise ValueError(f"report data for {cls.__name__} must be a dict, got "
-                         f"{type(data).__name__}")
-    missing = [n for n in names if n not in data]
-    if missing:
-        raise ValueError(f"report data lacks the fields {missing}"
-                         + ("" if cls is Report else f" of {cls.__name__}"))
-    return cls(**{n: nested[n](data[n]) if n in nested else data[n] for n in names})
-
-
-@dataclasses.dataclass
-class HeadResult:
-    """Cross-validated scores of one head; see the module docstring for the fields."""
-
-    estimator: str
-    folds: dict
-    mean: dict
-    std: dict
-    confusion_matrix: list
-    classification_report: dict
-
-    @classmethod
-    def from_dict(cls, data: dict) -> HeadResult:
-        """Rebuild from :meth:`Report.to_dict` output."""
-        return _build(cls, data)
-
-
-@dataclasses.dataclass
-class RetrievalResult:
-    """Leave-one-out retrieval scores of the held-out embeddings, per fold and mean ± std."""
-
-    folds: list
-    mean: dict
-    std: dict
-    k: int | None
-    note: str
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RetrievalResult:
-        """Rebuild from :meth:`Report.to_dict` output."""
-        return _build(cls, data)
-
-
-@dataclasses.dataclass
-class CVInfo:
-    """The folds: how many, the splitter's ``repr``, the seed and ``n_jobs``."""
-
-    n_splits: int
-    splitter: str
-    random_state: int | None
-    n_jobs: int | None
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CVInfo:
-        """Rebuild from :meth:`Report.to_dict` output."""
-        return _build(cls, data)
-
-
-@dataclasses.dataclass
-class EmbedderInfo:
-    """The embedding step: class, parameters, and whether it was frozen.
-
-    ``history``, ``validation`` and ``embed_time`` describe a frozen encoder that embedded
-    every image once (``{}``, ``None``, ``None`` when encoders were trained per fold:
-    see :attr:`Report.folds`).
-    """
-
-    class_name: str
-    params: dict
-    frozen: bool
-    history: dict
-    validation: dict | None
-    embed_time: float | None
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EmbedderInfo:
-        """Rebuild from :meth:`Report.to_dict` output."""
-        return _build(cls, data)
-
-
-@dataclasses.dataclass
-class Report:
-    """Result of :func:`cross_validate_report`; see the module docstring for the fields."""
-
-    heads: dict
-    best_head: str
-    best_head_rule: str
-    classes: list
-    n_samples: int
-    cv: CVInfo
-    refit_encoder: str
-    embedder: EmbedderInfo
-    folds: list
-    retrieval: RetrievalResult
-    embedding_2d: dict
-    validation: str | None
-    warnings: list
-    notes: list
-
-    @property
-    def histories(self) -> list:
-        """Keras histories of the encoders trained for this report (one per fold), or
-        of the frozen encoder; ``{}`` entries when nothing was recorded."""
-        if self.embedder.frozen:
-            return [self.embedder.history]
-        return [fold.history for fold in self.folds]
-
-    def to_dict(self) -> dict:
-        """A deep copy of the report as plain dicts and lists (strict-JSON values)."""
-        return jsonable(dataclasses.asdict(self))
-
-    def to_json(self) -> str:
-        """The report as strict JSON (non-finite numbers become ``null``)."""
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Report:
-        """Rebuild a report from :meth:`to_dict` / parsed :meth:`to_json` output."""
-        return _build(
-            cls, data, cv=CVInfo.from_dict, embedder=EmbedderInfo.from_dict,
-            retrieval=RetrievalResult.from_dict,
-            heads=lambda h: {n: HeadResult.from_dict(v) for n, v in h.items()},
-            folds=lambda fs: [_build(FoldRecord, f) for f in fs])
-
-    def to_markdown(self, images: dict | None = None) -> str:
-        """A human-readable report; ``images`` maps figure names to relative PNG paths."""
-        return report_markdown(self, images or {})
-
-    def summary(self) -> str:
-        """A one-screen plain-text table of the heads side by side."""
-        return report_summary(self)
-
-    def save(self, directory) -> dict:
-        """Write ``report.json``, ``report.md`` and the PNG figures into ``directory``.
-
-        Every file is written atomically (temporary file, fsync, rename).
-
-        Parameters
-        ----------
-        directory : str or Path
-            Created if missing.
-
-        Returns
-        -------
-        dict
-            File kind (``"json"``, ``"markdown"`` and the figures'
-            :func:`pipelines.plots.save_report_figures` kinds) -> written path.
-        """
-        from embedder.files import atomic_write_text
-        from pipelines.plots import save_report_figures
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = save_report_figures(self, out)
-        images = {k: Path(v).name for k, v in paths.items()}
-        paths["json"] = str(atomic_write_text(out / "report.json", self.to_json()))
-        paths["markdown"] = str(atomic_write_text(out / "report.md",
-                                                  self.to_markdown(images)))
-        return paths
 
 
 def cross_validate_report(
@@ -250,7 +94,6 @@ def cross_validate_report(
     random_state=0,
     *,
     n_jobs=None,
-    verbose: int = 0,
 ) -> Report:
     """Cross-validate several classification heads on the pipeline's embeddings.
 
@@ -281,24 +124,26 @@ def cross_validate_report(
         :func:`joblib.parallel_config` says otherwise, e.g. ``backend="dask"``). Each
         fold is deterministic given the embedder's ``random_state``, so the report
         does not depend on it.
-    verbose : int, default=0
-        ``> 0`` prints one progress line per fold.
 
     Returns
     -------
     Report
+
+    Notes
+    -----
+    One progress line per fold goes to the ``"pipelines.report"`` logger at level INFO;
+    :func:`report_progress` shows them on a stream.
     """
     named_heads, X, y = _check_inputs(pipeline, X, y, heads, refit_encoder)
     splitter = check_folds(cv, y, random_state)
     splits = list(splitter.split(np.zeros((len(y), 1)), y))
     labels = sorted(np.unique(y).tolist(), key=natural_key)
-    embedding, info, warns, notes = _prepare_embedding(pipeline, X, y, refit_encoder)
+    embedding, data, info, warns, notes = _prepare_embedding(pipeline, X, y, refit_encoder)
     knn_k, knn_note = choose_knn_k(y, splits)
     tasks = [FoldTask(i, train, test, len(splits), keep_embeddings=i == 0)
              for i, (train, test) in enumerate(splits)]
     outputs = joblib.Parallel(n_jobs=n_jobs)(
-        joblib.delayed(run_fold)(embedding, X if embedding.needs_images else None, y, task,
-                                 named_heads, knn_k, verbose)
+        joblib.delayed(run_fold)(embedding, data, y, task, named_heads, knn_k)
         for task in tasks)
     results = {name: _aggregate_head(head, [o.heads[name] for o in outputs],
                                      [o.y_test for o in outputs], labels)
@@ -312,11 +157,37 @@ def cross_validate_report(
         cv=CVInfo(len(splits), repr(splitter), random_state, n_jobs),
         refit_encoder=refit_encoder, embedder=info, folds=folds,
         retrieval=_aggregate_retrieval([o.retrieval for o in outputs], knn_k, knn_note),
-        embedding_2d=_projection(embedding, outputs[0], y, random_state),
+        embedding_2d=_projection(data if info.frozen else None, outputs[0], y, random_state),
         validation=_validation_note([f.validation for f in folds] if not info.frozen
                                     else [info.validation], per_fold=not info.frozen),
         warnings=warns, notes=notes,
     )
+
+
+@contextlib.contextmanager
+def report_progress(stream=None):
+    """Show :func:`cross_validate_report`'s per-fold progress lines on ``stream``.
+
+    Parameters
+    ----------
+    stream : file-like or None, default=None
+        Where the lines go; None means ``sys.stdout``.
+
+    Examples
+    --------
+    >>> with report_progress():  # doctest: +SKIP
+    ...     report = cross_validate_report(pipeline, X, y)
+    [fold 1/5] balanced accuracy: knn 0.950, logreg 0.975, svm 0.975
+    """
+    handler = logging.StreamHandler(stream or sys.stdout)
+    level = LOG.level
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        LOG.removeHandler(handler)
+        LOG.setLevel(level)
 
 
 def _check_inputs(pipeline, X, y, heads, refit_encoder):
@@ -368,12 +239,13 @@ def _resolve_heads(heads) -> list:
 
 
 def _prepare_embedding(pipeline, X, y, refit_encoder):
-    """The fold-embedding implementation, the embedder's record, warnings and notes."""
+    """The fold-embedding implementation, what it embeds from (the images, or the frozen
+    encoder's embeddings of all of them), the embedder's record, warnings and notes."""
     embed_part, step = pipeline[:-1], pipeline.steps[-2][1]
     if refit_encoder == "per_fold" and not is_frozen_embedder(step):
         params = jsonable(step.get_params(deep=False)) if hasattr(step, "get_params") else {}
         info = EmbedderInfo(type(step).__name__, params, False, {}, None, None)
-        return PerFoldEmbedding(embed_part), info, [], [_PER_FOLD_NOTE]
+        return PerFoldEmbedding(embed_part), X, info, [], [_PER_FOLD_NOTE]
     part, note = _frozen_part(embed_part, step, X, y, refit_encoder)
     start = time.perf_counter()
     Z = np.asarray(part.transform(X))
@@ -384,7 +256,7 @@ def _prepare_embedding(pipeline, X, y, refit_encoder):
     info = EmbedderInfo(type(fitted).__name__, params, True,
                         jsonable(getattr(fitted, "history_", None) or {}),
                         validation_info(fitted), embed_time)
-    return FrozenEmbedding(Z), info, warns, [note, *notes]
+    return FrozenEmbedding(), Z, info, warns, [note, *notes]
 
 
 def _frozen_part(embed_part, step, X, y, refit_encoder):
@@ -451,19 +323,20 @@ def _best_head(results: dict) -> str:
 
 
 def _aggregate_retrieval(per_fold: list, k, note: str) -> RetrievalResult:
-    keys = [key for key in per_fold[0] if key != "n_queries"]
-    values = {key: [fold[key] for fold in per_fold] for key in keys}
-    return RetrievalResult(
-        folds=jsonable(per_fold),
-        mean=jsonable({key: np.mean(v) for key, v in values.items()}),
-        std=jsonable({key: np.std(v) for key, v in values.items()}), k=k, note=note)
+    """Mean and std of each score over the folds where it is defined (``None`` if none)."""
+    mean, std = {}, {}
+    for key in (key for key in per_fold[0] if key != "n_queries"):
+        defined = [f[key] for f in per_fold if f[key] is not None and np.isfinite(f[key])]
+        mean[key] = float(np.mean(defined)) if defined else None
+        std[key] = float(np.std(defined)) if defined else None
+    return RetrievalResult(folds=jsonable(per_fold), mean=mean, std=std, k=k, note=note)
 
 
-def _projection(embedding, first, y, random_state) -> dict:
+def _projection(Z_all, first, y, random_state) -> dict:
     from pipelines.plots import project_2d
 
-    if isinstance(embedding, FrozenEmbedding):
-        return project_2d(embedding.Z, y, random_state=random_state,
+    if Z_all is not None:
+        return project_2d(Z_all, y, random_state=random_state,
                           source="all evaluated images, frozen encoder")
     return project_2d(first.Z_test, first.y_test, random_state=random_state,
                       source="held-out images of fold 1, embedded by that fold's encoder")

@@ -227,3 +227,11 @@ def test_frozen_head_refuses_labels_it_does_not_know():
     with pytest.raises(ValueError, match=r"y has 1 labels the head was not trained on "
                                          r"\('a'\); the head's classes are \['b'\]"):
         OpenSetClassifier(FrozenEstimator(head), random_state=0).fit(X, y)
+
+
+def test_design_spelling_score_is_an_alias():
+    clf = OpenSetClassifier(LogisticRegression(), score="centroid")
+    assert clf.open_set_score == "centroid" and callable(clf.score)
+    assert clf.get_params()["open_set_score"] == "centroid"
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['treshold'\]"):
+        OpenSetClassifier(LogisticRegression(), treshold=0.5)

@@ -148,14 +148,34 @@ def reference_stats(d, labels, margin):
     return hinges.sum(), (hinges > 1e-16).sum(), len(hinges)
 
 
+@pytest.mark.parametrize("top_k", [False, True])
 @pytest.mark.parametrize("chunk_elements", [2**24, 1, 50, 100])
-def test_batch_all_stats_chunked(monkeypatch, chunk_elements):
+def test_batch_all_stats_chunked(monkeypatch, chunk_elements, top_k):
     # 1 -> one anchor per chunk; 100 // 49 = 2 -> chunks of 2 with a padded last chunk.
     monkeypatch.setattr(mining, "BATCH_ALL_CHUNK_ELEMENTS", chunk_elements)
     labels = np.array([0, 0, 1, 1, 1, 2, 0])
     d = random_batch(5, labels)
+    pos, neg = positive_mask(labels), negative_mask(labels)
+    got = [float(v) for v in mining.batch_all_stats(d, pos, neg, 1.0, top_k=top_k)]
+    np.testing.assert_allclose(got, reference_stats(d, labels, 1.0), rtol=1e-5)
     got = [float(v) for v in batch_all_hinge_stats(d, labels, 1.0)]
     np.testing.assert_allclose(got, reference_stats(d, labels, 1.0), rtol=1e-5)
+
+
+def test_batch_all_top_k_in_graph_with_ties_and_zero_margin():
+    # Duplicated rows: zero distances, hinges of exactly 0 that must not count as active.
+    labels = np.array([0, 0, 0, 1, 1, 2], dtype="int32")
+    x = np.array([[0.0], [0.0], [1.0], [0.0], [2.0], [1.0]], dtype="float32")
+    d = ref.pairwise(x, "euclidean").astype("float32")
+    spec = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)]
+
+    @tf.function(input_signature=spec)
+    def stats(d, labels):
+        return mining.batch_all_stats(d, positive_mask(labels), negative_mask(labels), 0.0,
+                                      top_k=True)  # fmt: skip
+
+    got = [float(v) for v in stats(d, labels)]
+    np.testing.assert_allclose(got, reference_stats(d, labels, 0.0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

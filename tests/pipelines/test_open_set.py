@@ -230,7 +230,8 @@ def test_cli_predict_calibrates_a_plain_head(saved_models):
                            "--reject-unknown", "--calibration", root / "images"])
     assert code == 0, err
     assert _threshold_line(err)[1:3] == ("knn_distance", 0.95)
-    table = pd.read_csv(io.StringIO(out.split("\n", 1)[1]))  # after the DATA line
+    assert "calibration DATA" in err and "30 images, 5 classes" in err
+    table = pd.read_csv(io.StringIO(out))  # stdout holds the CSV only
     assert table.columns.tolist() == ["path", "class", "probability", "open_set_score"]
 
 

@@ -12,16 +12,18 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 
 from embedder.fingerprints import image_fingerprints
-from pipelines._report_folds import FoldRecord, choose_knn_k
+from pipelines._report_folds import choose_knn_k
 from pipelines._report_text import confused_pairs, report_markdown, report_summary
 from pipelines.report import (
     CVInfo,
     EmbedderInfo,
+    FoldRecord,
     HeadResult,
     Report,
     RetrievalResult,
     _validation_note,
     cross_validate_report,
+    report_progress,
 )
 from tests._images import make_shapes
 
@@ -210,6 +212,18 @@ def test_too_many_folds_names_cv_the_class_and_its_size():
                               cv=StratifiedKFold(3), heads=HEADS)
 
 
+def test_report_progress_prints_one_line_per_fold(data, capsys):
+    X, y = data
+    with report_progress():
+        report = cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
+    scores = report.heads["KNeighborsClassifier"].folds["balanced_accuracy"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"[fold {i + 1}/2] balanced accuracy: KNeighborsClassifier {s:.3f}"
+        for i, s in enumerate(scores)]
+    cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
+    assert capsys.readouterr().out == ""
+
+
 def test_unknown_head_name(data):
     X, y = data
     with pytest.raises(ValueError, match="heads must be names in .*got 'forest'"):
@@ -222,6 +236,7 @@ def test_save_writes_all_files_and_json_round_trips(data, tmp_path):
     paths = report.save(tmp_path / "rep")
     assert {"json", "markdown", "confusion_matrix", "embeddings_2d",
             "training_curves"} <= set(paths)
+    assert all(Path(path).is_file() for path in paths.values())
     parsed = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert parsed["best_head"] == report.best_head
     assert parsed["folds"][0]["history"]["val_map_at_r"] == [0.5, None]
@@ -325,6 +340,33 @@ def test_classes_are_in_natural_order(data):
     np.testing.assert_array_equal(head.confusion_matrix,
                                   confusion_matrix(names, expected, labels=report.classes))
     assert "classes (5): s1, s2, s3, s10, s11" in report.to_markdown()
+
+
+def test_40_classes_of_10_images():
+    X, y = make_shapes(10, size=8, n_classes=40)
+    names = np.asarray([f"s{i + 1}" for i in range(40)])[y]
+    report = cross_validate_report(_pipeline(), X, names, cv=5, heads=HEADS[:1])
+    assert report.classes == [f"s{i + 1}" for i in range(40)]  # s1, s2, ..., s10, ...
+    assert report.retrieval.k == 1  # 2 held-out images per class and fold
+    assert "kNN accuracy (k=1) " in report.summary()
+    text = report.to_markdown()
+    assert "## Most confused classes of KNeighborsClassifier" in text
+    assert "classes (40): s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11," in text
+    assert json.loads(report.to_json())["classes"][9] == "s10"
+
+
+def test_retrieval_is_undefined_when_no_held_out_class_has_two_images():
+    X, y = make_shapes(2, size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning from retrieval_scores
+        report = cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
+    assert report.retrieval.mean == {"precision_at_1": None, "r_precision": None,
+                                     "map_at_r": None}
+    assert report.retrieval.folds[0] == {"precision_at_1": None, "r_precision": None,
+                                         "map_at_r": None, "n_queries": 0}
+    assert "| P@1 | n/a | n/a | n/a |" in report.to_markdown()
+    assert "held-out retrieval" not in report.summary()
+    assert Report.from_dict(json.loads(report.to_json())) == report
 
 
 def test_knn_k_follows_the_smallest_held_out_class():

@@ -23,37 +23,37 @@ _WRITER = textwrap.dedent(
     import os, sys, time
     from embedder.files import atomic_path
 
-    target, fill = sys.argv[1], sys.argv[2].encode()
-    pause, before, after = (float(a) for a in sys.argv[3:6])
+    target, fill, hold = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
     replace = os.replace
 
+    def say(line):  # tell the test where we are; wait there to be killed if asked
+        print(line, flush=True)
+        time.sleep(60.0 if line == hold else 0.01)
+
     def slow_replace(src, dst):
-        print("replacing", flush=True)
-        time.sleep(before)
+        say("replacing")
         replace(src, dst)
-        print("replaced", flush=True)
-        time.sleep(after)
+        say("replaced")
 
     os.replace = slow_replace
     with atomic_path(target) as tmp, open(tmp, "wb") as f:
         for i in range({N_CHUNKS}):
             f.write(fill * {CHUNK})
             f.flush()
-            print("chunk", i, flush=True)
-            time.sleep(pause)
+            say(f"chunk {{i}}")
     print("done", flush=True)
     """
 )
 
 
-def _start_writer(target, fill, pause, before=0.0, after=0.0):
-    """A writer pausing ``pause`` s after each chunk, ``before``/``after`` its rename.
+def _start_writer(target, fill, hold="none"):
+    """A writer that stops for 60 s at the point ``hold``, where the test kills it.
 
-    The pause at a kill point is long (the kill comes first), so a busy machine cannot
-    let the writer run past it.
+    Stopping there (rather than racing a short pause) keeps the test exact on a busy
+    machine; other points pass after 10 ms, so concurrent writers interleave.
     """
     return subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(target), fill, str(pause), str(before), str(after)],
+        [sys.executable, "-c", _WRITER, str(target), fill, hold],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -76,8 +76,7 @@ def _temporaries(folder):
 def test_kill_before_the_rename_keeps_the_old_file(tmp_path, point):
     target = tmp_path / "embeddings.npy"
     target.write_bytes(OLD)
-    pause = 60.0 if point == "chunk 3" else 0.01
-    _kill_at(_start_writer(target, "x", pause, before=60.0), point)
+    _kill_at(_start_writer(target, "x", hold=point), point)
     assert target.read_bytes() == OLD  # intact, never partial
     assert len(_temporaries(tmp_path)) == 1  # the killed writer's leftover
     atomic_write_bytes(target, b"next run")  # the next save cleans it up
@@ -88,14 +87,14 @@ def test_kill_before_the_rename_keeps_the_old_file(tmp_path, point):
 def test_kill_after_the_rename_leaves_the_complete_new_file(tmp_path):
     target = tmp_path / "out.csv"
     target.write_bytes(OLD)
-    _kill_at(_start_writer(target, "y", 0.01, after=60.0), "replaced")
+    _kill_at(_start_writer(target, "y", hold="replaced"), "replaced")
     assert target.read_bytes() == b"y" * (N_CHUNKS * CHUNK)
     assert _temporaries(tmp_path) == []
 
 
 def test_concurrent_writers_give_one_complete_file(tmp_path):
     target = tmp_path / "shared.csv"
-    writers = [_start_writer(target, fill, 0.02) for fill in "abcd"]
+    writers = [_start_writer(target, fill) for fill in "abcd"]
     for writer in writers:
         out, err = writer.communicate(timeout=60)
         assert writer.returncode == 0, err
