@@ -19,7 +19,7 @@ MAX_SHEET_QUERIES = 25
 HIT_COLUMNS = ("query", "query_label", "rank", "gallery", "gallery_label", "distance")
 
 
-def load_search_embedder(source, X, *, input_shape=None):
+def load_search_embedder(source, X, *, input_shape=None, trusted=False):
     """A fitted transformer from a saved pipeline or a saved ``.keras`` encoder.
 
     Parameters
@@ -32,6 +32,8 @@ def load_search_embedder(source, X, *, input_shape=None):
         shape; nothing is trained).
     input_shape : tuple of int or None, default=None
         Shape files are decoded to, for a ``.keras`` encoder.
+    trusted : bool, default=False
+        Load a ``.joblib`` pipeline without a verified sidecar.
 
     Returns
     -------
@@ -47,7 +49,7 @@ def load_search_embedder(source, X, *, input_shape=None):
         return FrozenEmbedder(str(path), input_shape=input_shape).fit(X)
     from pipelines.persistence import load_pipeline
 
-    pipeline = load_pipeline(path)
+    pipeline = load_pipeline(path, trusted=trusted)
     steps = getattr(pipeline, "steps", None)
     if not steps or len(steps) < 2:
         raise ValueError(f"model file {str(source)!r} must hold a pipeline with an "
@@ -209,7 +211,8 @@ def _thumbnail(name, images, size=96) -> np.ndarray:
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_shape=None):
+def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_shape=None,
+               trusted=False):
     """Load, embed, search, write the hits CSV and the contact sheet (the CLI's ``search``).
 
     Parameters
@@ -228,6 +231,9 @@ def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_s
         Contact-sheet PNG; None writes none.
     input_shape : tuple of int or None, default=None
         Shape files are decoded to, for a ``.keras`` encoder.
+    trusted : bool, default=False
+        Load a ``.joblib`` pipeline without a verified sidecar (see
+        :func:`pipelines.load_pipeline`).
 
     Returns
     -------
@@ -237,7 +243,8 @@ def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_s
     from embedder.files import atomic_write_text
 
     (X_gallery, y_gallery), (X_query, y_query) = gallery, queries
-    embedder = load_search_embedder(source, X_gallery, input_shape=input_shape)
+    embedder = load_search_embedder(source, X_gallery, input_shape=input_shape,
+                                    trusted=trusted)
     hits = search_gallery(embedder, X_gallery, y_gallery, X_query, top=top,
                           query_labels=y_query)
     if out is not None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import cli
+from pipelines import _cli_train
 from pipelines.cli import main
 from tests._images import make_shapes, write_image_folder
 
@@ -63,7 +63,7 @@ def evaluated(workdir):
 def test_train_saves_encoder_and_prints_summary(trained):
     path, (code, out, err) = trained
     assert code == 0, err
-    assert path.is_file() and path.with_name("enc.keras.fingerprints.npy").is_file()
+    assert path.is_file() and path.with_name("enc.keras.fingerprints.json").is_file()
     for row in ("encoder", "final val P@1", "final val MAP@R", "collapse detected", "saved"):
         assert row in out
     assert "40 (5 classes)" in out
@@ -173,15 +173,15 @@ def test_demo_recipe(monkeypatch, tmp_path):
     # The real demo trains 4 encoders on all of digits (minutes): check its wiring only;
     # `evaluate` above runs the same _report_and_model end to end.
     calls = []
-    monkeypatch.setattr(cli, "_report_and_model", lambda *args: calls.append(args))
+    monkeypatch.setattr(_cli_train, "_report_and_model", lambda *args: calls.append(args))
     code, out, err = _run(["demo", "--out", tmp_path / "demo"])
     assert code == 0, err
-    embedder, X, y, heads, cv, refit, seed, out_dir = calls[0]
+    embedder, X, y, refit, plan = calls[0]
     assert X.shape == (1797, 8, 8, 1) and len(np.unique(y)) == 10
     assert (embedder.encoder, embedder.input_shape, embedder.random_state) == (
         "small_cnn", (8, 8, 1), 0)
-    assert heads == ["knn", "logreg", "svm"] and refit == "per_fold"
-    assert cv == cli.DEMO_RECIPE["cv"] and out_dir == str(tmp_path / "demo")
+    assert plan.heads == ["knn", "logreg", "svm"] and refit == "per_fold"
+    assert plan.cv == _cli_train.DEMO_RECIPE["cv"] and plan.out == str(tmp_path / "demo")
     assert "DATA digits: 1797 images, 10 classes" in out
 
 
@@ -191,3 +191,57 @@ def test_python_m_pipelines_help():
     assert done.returncode == 0
     for command in ("train", "evaluate", "predict", "embed", "demo"):
         assert command in done.stdout
+
+
+def test_train_reports_skipped_validation(trained):
+    _, (code, out, _) = trained
+    assert code == 0
+    # 40 images, 5 classes: 10% gives 4 validation images, retrieval needs 10
+    assert re.search(r"validation +skipped: validation_fraction=0.1 of 40 images gives 4 "
+                     r"validation images, .*; no early stopping, the last epoch was kept", out)
+
+
+def test_predict_refuses_unverified_models_unless_trusted(workdir, evaluated, tmp_path):
+    import joblib
+
+    model = joblib.load(evaluated[0] / "model.joblib")  # a model we made ourselves
+    bare = tmp_path / "bare.joblib"
+    joblib.dump(model, bare)  # no sidecar
+    _assert_user_error(_run(["predict", bare, workdir / "images"]),
+                       r"refusing to load .*bare.joblib.*pass trusted=True \(CLI: --trust\)")
+    code, out, err = _run(["predict", bare, workdir / "images", "--trust"])
+    assert code == 0, err
+    assert len(pd.read_csv(io.StringIO(out))) == 40
+
+
+def test_predict_needs_a_pipeline_not_a_bare_head(workdir, evaluated, tmp_path):
+    import joblib
+
+    from pipelines import save_pipeline
+
+    head = joblib.load(evaluated[0] / "model.joblib")[-1]
+    save_pipeline(head, tmp_path / "head.joblib")
+    _assert_user_error(_run(["predict", tmp_path / "head.joblib", workdir / "images"]),
+                       r"model file '.*head.joblib' must hold a pipeline with an embedding "
+                       r"step and a head .*got a KNeighborsClassifier|LogisticRegression")
+
+
+def test_evaluate_option_errors(workdir):
+    _assert_user_error(_run(["evaluate", workdir / "images", "--out", workdir / "x",
+                             "--n-jobs", "0"]), r"--n-jobs must be a positive number")
+    _assert_user_error(_run(["evaluate", workdir / "images", "--out", workdir / "x",
+                             "--encoder", "vgg"]),
+                       r"--encoder must be one of \[.*\] or an existing .keras encoder file, "
+                       r"got 'vgg'")
+
+
+def test_training_options_come_from_the_config():
+    import dataclasses
+
+    from embedder.config import TrainingConfig
+
+    done = subprocess.run([sys.executable, "-m", "pipelines", "train", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    for field in dataclasses.fields(TrainingConfig):
+        if field.name not in ("random_state", "verbose", "soft"):
+            assert "--" + field.name.replace("_", "-") in done.stdout, field.name
