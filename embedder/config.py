@@ -17,7 +17,12 @@ from numbers import Integral, Real
 LOSS_NAMES = ("batch_all", "batch_hard", "semi_hard", "contrastive", "triplet")
 DISTANCE_NAMES = ("euclidean", "squared", "cosine")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
-STRATEGIES = (None, "mirrored", "multi_worker")
+STRATEGIES = (None, "mirrored")
+#: Why ``strategy="multi_worker"`` is refused (see the README's "Scaling up").
+MULTI_WORKER_UNSUPPORTED = (
+    "strategy='multi_worker' is not supported: tf.distribute.MultiWorkerMirroredStrategy "
+    "fails before the first step under Keras 3 (keras-team/keras#20585); run independent "
+    "trainings (folds, searches) on several machines with Dask instead")
 #: P x K batches aim at about this many images when P is not given.
 TARGET_BATCH_SIZE = 64
 
@@ -81,6 +86,8 @@ class TrainingConfig:
         ValueError
             Naming the field, what it must be and what it is.
         """
+        if self.strategy == "multi_worker":
+            raise ValueError(MULTI_WORKER_UNSUPPORTED)
         for field in dataclasses.fields(self):
             choices = field.metadata.get("choices")
             value = getattr(self, field.name)
@@ -113,20 +120,25 @@ class TrainingConfig:
         """Whether triplets are mined inside P x K batches (every loss but ``"triplet"``)."""
         return self.loss != "triplet"
 
-    def resolve(self, n_classes: int) -> TrainingConfig:
+    def resolve(self, n_classes: int, n_replicas: int = 1) -> TrainingConfig:
         """The config with the data-dependent defaults filled in.
 
         Parameters
         ----------
         n_classes : int
             Classes in the training set.
+        n_replicas : int, default=1
+            Replicas that share each batch (``tf.distribute``).
 
         Returns
         -------
         TrainingConfig
             ``margin`` set to the loss's default when None, and ``classes_per_batch``
             to about ``TARGET_BATCH_SIZE / samples_per_class`` classes (at least 2, at
-            most ``n_classes``) when None.
+            most ``n_classes``) when None. With several replicas mining separately
+            (``cross_replica=False``) the default P is a multiple of ``n_replicas``:
+            a batch is laid out class by class and split evenly, so every replica then
+            gets whole classes, with positives for every anchor.
         """
         margin = self.margin
         if margin is None:
@@ -134,6 +146,8 @@ class TrainingConfig:
         p = self.classes_per_batch
         if p is None:
             p = int(min(n_classes, max(2, TARGET_BATCH_SIZE // self.samples_per_class)))
+            if n_replicas > 1 and not self.cross_replica and self.in_batch:
+                p = max(n_replicas, p - p % n_replicas)
         return self.replace(margin=float(margin), classes_per_batch=p)
 
     # ------------------------------------------------------------- conversion

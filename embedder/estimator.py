@@ -17,7 +17,6 @@ from embedder.config import (
     DISTANCE_NAMES,
     LOSS_NAMES,
     PRECISIONS,
-    STRATEGIES,
     TrainingConfig,
     seed_from,
 )
@@ -79,6 +78,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         Mixed-precision policy of the encoder; losses and normalisation stay float32.
     strategy : {None, "mirrored"}, default=None
         ``"mirrored"`` trains with ``tf.distribute.MirroredStrategy`` (all local GPUs).
+        ``"multi_worker"`` is refused with the reason: MultiWorkerMirroredStrategy does
+        not train under Keras 3 (see the README's "Scaling up").
     cross_replica : bool, default=False
         With a strategy, mine triplets across the batches of all replicas.
     checkpoint_dir : str, path-like or None, default=None
@@ -145,14 +146,15 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "augment": ["boolean"],
         "precision": [StrOptions({p for p in PRECISIONS if p}), None],
-        "strategy": [StrOptions({s for s in STRATEGIES if s}), None],
+        # "multi_worker" passes here so that fit explains why it is refused
+        "strategy": [StrOptions({"mirrored", "multi_worker"}), None],
         "cross_replica": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - an estimator lists every parameter
         self,
         encoder="seed_cnn",
         *,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ from sklearn.model_selection import train_test_split
 
 from embedder.callbacks import CollapseDetector, HistoryRecorder, RetrievalValidation
 from embedder.checkpoints import claim_checkpoint_dir
-from embedder.config import TrainingConfig
+from embedder.config import MULTI_WORKER_UNSUPPORTED, TrainingConfig
 from embedder.decoding import decode_errors
 from embedder.image_pipeline import (
     image_batches,
@@ -137,14 +138,22 @@ def make_strategy(name):
     """The ``tf.distribute`` strategy named by ``TrainingConfig.strategy`` (None: none)."""
     if name is None:
         return None
+    if name == "mirrored":
+        return _mirrored_strategy()
+    if name == "multi_worker":
+        raise ValueError(MULTI_WORKER_UNSUPPORTED)
+    raise ValueError(f"strategy must be None or 'mirrored', got {name!r}")
+
+
+@functools.cache
+def _mirrored_strategy():
+    # One per process, like the devices it spans: a second MirroredStrategy in the same
+    # process reuses the collective-op instance keys of the first, and an all-gather
+    # (cross_replica=True) after an all-reduce then aborts ("Collective instance 100
+    # expected type 2 ... but got type 0").
     import tensorflow as tf
 
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ValueError(
-        f"strategy must be None or 'mirrored', got {name!r}: 'multi_worker' "
-        "(MultiWorkerMirroredStrategy) does not train under Keras 3 here; see the README's "
-        "'Scaling up' section")
+    return tf.distribute.MirroredStrategy()
 
 
 def strategy_scope(strategy):
@@ -259,7 +268,8 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
     train_idx, val_idx, reason = split_validation(y, config.validation_fraction,
                                                   config.random_state)
     X_train, y_train = _take(X, train_idx), y[train_idx]
-    config = config.resolve(len(np.unique(y_train)))
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    config = config.resolve(len(np.unique(y_train)), n_replicas=replicas)
     dataset, steps = _dataset(X_train, y_train, config, input_shape)
     with strategy_scope(strategy):
         model = _training_model(encoder, config)

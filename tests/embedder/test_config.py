@@ -27,6 +27,10 @@ def test_resolve_fills_data_dependent_defaults():
     assert TrainingConfig().resolve(5).margin == 0.2
     assert TrainingConfig(loss="contrastive").resolve(5).margin == 0.5
     assert TrainingConfig(margin=0.3).resolve(5).margin == 0.3
+    # two replicas split a class-major batch in halves: P even gives each whole classes
+    assert TrainingConfig().resolve(5, n_replicas=2).classes_per_batch == 4
+    assert TrainingConfig(cross_replica=True).resolve(5, n_replicas=2).classes_per_batch == 5
+    assert TrainingConfig(classes_per_batch=5).resolve(9, n_replicas=2).classes_per_batch == 5
 
 
 def test_round_trip_and_from_params():
@@ -52,6 +56,8 @@ def test_round_trip_and_from_params():
     ({"precision": "float8"}, "precision must be one of [None, 'mixed_float16', "
      "'mixed_bfloat16'], got 'float8'"),
     ({"loss": "triplet", "cross_replica": True}, "cross_replica=True needs an in-batch loss"),
+    ({"strategy": "multi_worker"}, "strategy='multi_worker' is not supported: "
+     "tf.distribute.MultiWorkerMirroredStrategy fails before the first step under Keras 3"),
 ])
 def test_validate_names_the_field(changes, message):
     with pytest.raises(ValueError) as info:
