@@ -106,6 +106,9 @@ class TrainingConfig:
         if self.validation_fraction >= 1:
             raise ValueError("validation_fraction must be in [0, 1), got "
                              f"{self.validation_fraction!r}")
+        if self.soft and self.loss != "batch_hard":
+            raise ValueError(f"soft=True applies to loss='batch_hard' only, got "
+                             f"loss={self.loss!r}")
         if self.cross_replica and self.loss == "triplet":
             raise ValueError("cross_replica=True needs an in-batch loss, got loss='triplet' "
                              "(offline triplets have no batch to gather)")

@@ -56,6 +56,7 @@ def test_round_trip_and_from_params():
     ({"precision": "float8"}, "precision must be one of [None, 'mixed_float16', "
      "'mixed_bfloat16'], got 'float8'"),
     ({"loss": "triplet", "cross_replica": True}, "cross_replica=True needs an in-batch loss"),
+    ({"soft": True}, "soft=True applies to loss='batch_hard' only, got loss='batch_all'"),
     ({"strategy": "multi_worker"}, "strategy='multi_worker' is not supported: "
      "tf.distribute.MultiWorkerMirroredStrategy fails before the first step under Keras 3"),
 ])
