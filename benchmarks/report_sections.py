@@ -227,6 +227,18 @@ def peer(res):
               f"{acc['logreg']['pml']['median']}. 'Other processes' cores' is the CPU time "
               "other processes used during the training call, per second: with 2 cores, "
               "1.0 leaves a run about half the machine."]
+    cpu = res.get("cpu_ms_per_image")
+    if cpu:
+        lines += ["", f"CPU time per trained image (this process's CPU seconds / images): ours "
+                  f"{cpu['ours']['median']} ms, PML {cpu['pml']['median']} ms. On a quiet "
+                  "machine both would be about 2 cores / images per second; here PML's "
+                  "2 OpenMP threads lost much of their CPU time to contention."]
+    done = s.get("rounds_completed", s["rounds"])
+    if done < s["rounds"]:
+        lines += ["", f"**Only {done} of {s['rounds']} rounds completed** (the run was stopped "
+                  "for time; its finished runs were reported from "
+                  f"`{res.get('from_log', 'its log')}`): the figures are single runs, not "
+                  "medians."]
     return lines
 
 
@@ -238,28 +250,55 @@ def profile_step(res):
                   f"{c['batch']}, forward {c['forward_mflops_per_image']} MFLOP per image "
                   "(Conv2D and Dense multiply-adds x 2):", ""]
         for precision, p in c["precisions"].items():
-            ms = p["ms_per_step"]
+            ms, cpu = p["ms_per_step"], p.get("cpu_ms_per_step", {})
             rows = [[b["part"], b["ms"], f"{100 * b['share']:.0f} %"] for b in p["breakdown"]]
-            rows.append(["= fed trainer step", ms["fed_trainer_step"]["median"], "100 %"])
+            rows.append(["= fed trainer step", cpu["fed_trainer_step"]["median"], "100 %"])
             rows.append(["cross-entropy step (for comparison)",
-                         ms["cross_entropy_step"]["median"], ""])
-            lines += [f"{precision}:", ""]
-            lines += _table(["part of the step", "ms per step (median)", "share"], rows)
+                         cpu["cross_entropy_step"]["median"], ""])
+            lines += [f"{precision}, breakdown from each part's median CPU time (this "
+                      "process, all threads; wall time swung with the other processes' "
+                      "load):", ""]
+            lines += _table(["part of the step", "CPU ms per step", "share"], rows)
+            rows = [[part, p["fastest_ms_per_step"][part], ms[part]["median"],
+                     cpu[part]["median"] if part in cpu else None, _values(ms[part])]
+                    for part in ms]
+            lines += ["", "Each timed part (nested: each adds work to the one above):", ""]
+            lines += _table(["part", "fastest ms", "median ms", "median CPU ms (this process)",
+                             "repetitions (ms)"], rows)
             gf = p["achieved_gflops"]
             load = [f for v in p["foreign_cores"].values() for f in v if f is not None]
+            per_cpu = p.get("gflops_per_cpu_second", {})
+            if per_cpu:
+                lines += ["", f"Per busy core (FLOPs / CPU seconds): forward "
+                          f"{per_cpu['forward']} GFLOP/s, fed training step "
+                          f"{per_cpu['fed_trainer_step']} GFLOP/s."]
             lines += ["", f"Achieved: forward {gf['forward']} GFLOP/s, training step "
                       f"{gf['trainer_step']} GFLOP/s on one batch, {gf['fed_trainer_step']} "
-                      f"fed by the pipeline ({p['images_per_second']['fed_trainer_step']} "
-                      "images/s); other processes used "
+                      "fed by the pipeline (fastest repetitions, wall time: "
+                      f"{p['images_per_second']['fed_trainer_step']} images/s); other "
+                      "processes used "
                       f"{np.median(load) if load else 'n/a'} cores (median over repetitions).",
                       ""]
         if "fraction_of_peak_fed_step" in c:
             lines += [f"Fed float32 training step: {100 * c['fraction_of_peak_fed_step']:.1f} % "
-                      "of the assumed peak.", ""]
+                      "of the assumed 2-core peak in wall time on this shared machine; "
+                      f"{100 * c.get('fraction_of_core_peak_per_cpu_second', 0):.1f} % of one "
+                      "core's peak per CPU second it got.", ""]
         if "bfloat16_speedup_trainer_step" in c:
-            b = c["bfloat16_speedup_trainer_step"]
-            lines += [f"mixed_bfloat16 / float32 trainer-step speed: {b['median']:g}x "
-                      f"(per round {_values(b)}).", ""]
+            b, fed = c["bfloat16_speedup_trainer_step"], c["bfloat16_speedup_fed_trainer_step"]
+            lines += [f"mixed_bfloat16 speed / float32 speed: trainer step {b['median']:g}x "
+                      f"(per round {_values(b)}); fed step {fed['median']:g}x (per round "
+                      f"{_values(fed)}); fastest fed step vs fastest: "
+                      f"{c['bfloat16_speedup_fastest']:g}x.", ""]
+    acc = res.get("bfloat16_accuracy")
+    if acc:
+        f32, bf = acc["float32"], acc["mixed_bfloat16"]
+        lines += [f"Accuracy check, `{acc['encoder']}` on {acc['train_n']} hard-5 training / "
+                  f"{acc['test_n']} test images, {acc['epochs']} epochs, same seed: float32 "
+                  f"kNN {f32['knn']} / logreg {f32['logreg']} (training {f32['train_seconds']} "
+                  f"s), mixed_bfloat16 kNN {bf['knn']} / logreg {bf['logreg']} (training "
+                  f"{bf['train_seconds']} s). One run each: differences below about 0.01 are "
+                  "within run-to-run variation.", ""]
     f = res.get("fit_vs_seed")
     if f:
         lines += [f"Whole `TripletEmbedder.fit` (seed CNN, 112x112x3, {f['images']} random "
@@ -384,7 +423,7 @@ def _row_from_history(figure, required, entry):
     if entry is None:
         return [figure, required, "n/a", "**NOT MEASURED**", "no measurement and no history"]
     if "met" in entry:  # measured this session outside the benchmark runner
-        status = "MET" if entry["met"] else "MISSED"
+        status = entry.get("status") or ("MET" if entry["met"] else "MISSED")
         return [figure, required, entry["measured"], f"**{status}**", entry["source"]]
     return [figure, required, f"last known: {entry['value']}",
             "**NOT RE-MEASURED** this session", f"{entry['source']}; tried: {entry['tried']}"]

@@ -84,3 +84,13 @@ def test_pickle_loads_without_tensorflow(tmp_path):
         f"print(head.predict(np.load({str(tmp_path / 'q.npy')!r})).tolist())\n"
     )
     assert run_without_tensorflow(code) == str(head.predict(X[:20]).tolist())
+
+
+def test_skops_round_trip_keeps_predictions(tmp_path):
+    from pipelines import load_pipeline, save_pipeline
+
+    X, y = _clustered(n=400)
+    head = make_head("knn", algorithm="ann").fit(X, y)
+    save_pipeline(head, tmp_path / "ann.skops")  # the index's sparse graph is allow-listed
+    np.testing.assert_array_equal(load_pipeline(tmp_path / "ann.skops").predict(X),
+                                  head.predict(X))
