@@ -61,3 +61,36 @@ def test_mean_pairwise_distance_literal():
     assert _mean_pairwise_distance(e) == pytest.approx((2 * np.sqrt(2) + 2) / 3)
     assert _mean_pairwise_distance(np.ones((5, 3))) == pytest.approx(0.0, abs=1e-6)
     assert _mean_pairwise_distance(np.ones((1, 3))) == 0.0
+
+
+def test_detector_starts_afresh_in_every_fit(recwarn):
+    detector = CollapseDetector(margin=0.2, patience=3)
+    _run(detector, [SHRUNK, SHRUNK])
+    assert detector.collapsed_epochs == [0, 1] and len(recwarn) == 1
+    detector.on_train_begin()  # a second fit with the same callback object
+    model = _Model()
+    detector.set_model(model)
+    detector.on_epoch_end(0, dict(SHRUNK))
+    # the streak restarted (no stop after 3 in all) and the advice is given again
+    assert detector.collapsed_epochs == [0] and not model.stop_training
+    assert len(recwarn) == 2
+
+
+def test_history_recorder_keeps_the_whole_run_across_a_resume(tmp_path):
+    from embedder.callbacks import HistoryRecorder
+
+    first = HistoryRecorder(tmp_path)
+    first.on_train_begin()
+    for epoch, loss in enumerate([0.5, 0.4, 0.3]):
+        first.on_epoch_end(epoch, {"loss": loss})
+    resumed = HistoryRecorder(tmp_path)  # a new process resumes after epoch 2 (index 1)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(2, {"loss": 0.25, "val_map_at_r": 0.9})
+    resumed.on_epoch_end(3, {"loss": 0.2, "val_map_at_r": 0.95})
+    assert resumed.history["loss"] == [0.5, 0.4, 0.25, 0.2]
+    assert np.isnan(resumed.history["val_map_at_r"][:2]).all()
+    assert resumed.history["val_map_at_r"][2:] == [0.9, 0.95]
+    in_memory = HistoryRecorder()
+    in_memory.on_train_begin()
+    in_memory.on_epoch_end(0, {"loss": 1.0})
+    assert in_memory.history == {"loss": [1.0]} and not list(tmp_path.glob("*.tmp"))

@@ -61,7 +61,8 @@ def test_skops_refuses_types_outside_the_allow_list(blobs, tmp_path):
     pipe = Pipeline([("embed", FunctionTransformer(Opaque())), ("head", LogisticRegression())])
     path = save_pipeline(pipe.fit(X, y), tmp_path / "model.skops")
     with pytest.raises(ValueError, match=r"refusing to load .*model\.skops: it needs types "
-                       r"outside the allow-list of sklearn\., embedder\., classifiers\., numpy\., scipy\.sparse\. "
+                       r"outside the allow-list of sklearn\., embedder\., classifiers\., "
+                       r"numpy\., scipy\.sparse\. "
                        r"classes: 'tests\.reliability\.test_pipeline_files\.Opaque'$"):
         load_pipeline(path)
     # trusted=True concerns pickles; a .skops file never loads a refused type
