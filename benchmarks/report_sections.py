@@ -338,7 +338,7 @@ def _classification(records, key, threshold):
     task = r["result"]["tasks"][key]
     head = max(task["embeddings"], key=lambda h: task["embeddings"][h]["accuracy"])
     acc, secs = task["embeddings"][head]["accuracy"], task["train_seconds"]
-    return r, f"{acc} ({head}), training {secs} s", acc >= threshold and secs <= 900
+    return r, f"{acc} ({head}), training {secs:g} s", acc >= threshold and secs <= 900
 
 
 def _hard5(records):

@@ -200,9 +200,10 @@ def plot_embeddings_2d(points, labels, path, *, title: str = "", tsne=None) -> s
     index = {name: i for i, name in enumerate(classes)}
     cmap, qualitative = _class_colours(len(classes))
     key_width = 2.3 if len(classes) <= MAX_LEGEND else (1.3 if not qualitative else 0.2)
-    fig = _figure(0.8 + 5.6 * len(panels) + key_width, 5.0)
+    fig = _figure(1.0 + 5.6 * len(panels) + key_width, 5.0)
     for k, (xy, names, panel_title) in enumerate(panels):
-        ax = _axes(fig, 0.7 + 5.6 * k, 0.6, 4.9, 3.8)
+        # 0.95 inch on the left: room for tick labels such as -0.75 and the axis title
+        ax = _axes(fig, 0.95 + 5.6 * k, 0.6, 4.9, 3.8)
         codes = np.asarray([index[name] for name in names.tolist()], dtype=int)
         colour = cmap(codes % cmap.N) if qualitative else cmap(codes / max(len(classes) - 1, 1))
         size = float(np.clip(20000 / max(len(xy), 1), 3, 14))
@@ -212,7 +213,7 @@ def plot_embeddings_2d(points, labels, path, *, title: str = "", tsne=None) -> s
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("component 1" if k == 0 else "t-SNE 1")
         ax.set_ylabel("component 2" if k == 0 else "t-SNE 2")
-    right = 0.8 + 5.6 * len(panels) - 0.5
+    right = 1.0 + 5.6 * len(panels) - 0.5
     if len(classes) <= MAX_LEGEND:
         _legend(fig, classes, cmap, right)
     elif not qualitative:

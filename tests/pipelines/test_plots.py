@@ -111,9 +111,14 @@ def test_embeddings_class_key_scales(tmp_path, figures, no_warnings, n, key):
     assert len(ax.texts) == (n if key == "names" else 0)
     assert len(fig.axes) == (2 if key == "colour bar" else 1)
     # the size does not grow with the classes: legend, names or colour bar beside one panel
-    width = {"legend": 8.7, "names": 6.6, "colour bar": 7.7}[key]
+    width = {"legend": 8.9, "names": 6.8, "colour bar": 7.9}[key]
     np.testing.assert_allclose(fig.get_size_inches(), (width, 5.0))
     _not_collapsed(fig, min_share=0.5)
+    # the axis titles and tick labels lie inside the figure (none is cut at the edge)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    assert ax.get_tightbbox(renderer).x0 >= 0
 
 
 def test_embeddings_with_tsne_panel(tmp_path, figures, no_warnings):
