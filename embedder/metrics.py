@@ -92,6 +92,25 @@ def _knn_votes(neighbour_codes):
     return neighbour_codes[np.arange(len(neighbour_codes)), first_best]
 
 
+def _retrieval_sums(neighbour_codes, query_codes, r):
+    """Sums over the queries of P@1, R-precision and MAP@R, from their ranked neighbours.
+
+    ``r`` is each query's number of other items of its class; queries with ``r == 0``
+    have nothing to retrieve and are left out.
+    """
+    keep = r > 0
+    rel = neighbour_codes[keep] == query_codes[keep, None]
+    r = r[keep]
+    n_neighbors = rel.shape[1]
+    within_r = np.arange(n_neighbors) < r[:, None]
+    precision_at_i = np.cumsum(rel, axis=1) / np.arange(1, n_neighbors + 1)
+    return np.array([
+        rel[:, 0].sum(),
+        ((rel & within_r).sum(axis=1) / r).sum(),
+        ((precision_at_i * (rel & within_r)).sum(axis=1) / r).sum(),
+    ])
+
+
 def retrieval_scores(embeddings, labels, *, k=5, chunk_size=None, metric="euclidean"):
     """Leave-one-out retrieval scores (Musgrave et al. 2020) and kNN accuracy.
 
@@ -165,18 +184,7 @@ def retrieval_scores(embeddings, labels, *, k=5, chunk_size=None, metric="euclid
         q_codes = codes[start:stop]
         knn_correct += int((_knn_votes(codes[idx[:, :k]]) == q_codes).sum())
 
-        r = r_all[start:stop]
-        keep = r > 0
-        rel = codes[idx[keep]] == q_codes[keep, None]
-        r = r[keep]
-        within_r = np.arange(n_neighbors) < r[:, None]
-        hits = np.cumsum(rel, axis=1)
-        precision_at_i = hits / np.arange(1, n_neighbors + 1)
-        sums += [
-            rel[:, 0].sum(),
-            ((rel & within_r).sum(axis=1) / r).sum(),
-            ((precision_at_i * (rel & within_r)).sum(axis=1) / r).sum(),
-        ]
+        sums += _retrieval_sums(codes[idx], q_codes, r_all[start:stop])
 
     n_queries = int((r_all > 0).sum())
     if n_queries == 0:
