@@ -80,7 +80,9 @@ class FaissKNeighborsTransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
         y : ignored
+            Not used (an unsupervised transformer).
 
         Returns
         -------
@@ -108,6 +110,7 @@ class FaissKNeighborsTransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_queries, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------
@@ -150,6 +153,7 @@ class ANNKNeighborsClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     n_neighbors : int, default=5
+        Neighbours that vote.
     weights : {"uniform", "distance"}, default="distance"
         As in :class:`~sklearn.neighbors.KNeighborsClassifier`.
     n_lists : int or None, default=None
@@ -187,7 +191,9 @@ class ANNKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
         y : array-like of shape (n_samples,)
+            Class label of each gallery embedding.
 
         Returns
         -------
@@ -215,6 +221,7 @@ class ANNKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_queries, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------
@@ -229,6 +236,7 @@ class ANNKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_queries, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------

@@ -73,9 +73,11 @@ class SmallestClassFolds(BaseCrossValidator):
         Parameters
         ----------
         X : ignored
+            Embeddings (or features), one row per sample.
         y : array-like of shape (n_samples,) or None
             Class labels.
         groups : ignored
+            Ignored; present for scikit-learn's splitter interface.
 
         Returns
         -------
@@ -105,9 +107,11 @@ class SmallestClassFolds(BaseCrossValidator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
         y : array-like of shape (n_samples,)
             Class labels.
         groups : ignored
+            Ignored; present for scikit-learn's splitter interface.
 
         Yields
         ------

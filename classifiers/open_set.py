@@ -244,6 +244,7 @@ class OpenSetClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------
@@ -261,6 +262,7 @@ class OpenSetClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------
@@ -282,6 +284,7 @@ class OpenSetClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------
@@ -298,6 +301,7 @@ class OpenSetClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Embeddings (or features), one row per sample.
 
         Returns
         -------
@@ -313,6 +317,7 @@ class OpenSetClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         target_tpr : float in (0, 1]
+            Share of known-class calibration points to accept.
 
         Returns
         -------

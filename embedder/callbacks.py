@@ -36,6 +36,7 @@ class RetrievalValidation(keras.callbacks.Callback):
     dataset : tf.data.Dataset
         Batches of validation images, in the order of ``labels``.
     labels : array-like of shape (n,)
+        Class label of each row.
     """
 
     def __init__(self, encoder, dataset, labels):
@@ -85,6 +86,7 @@ class CollapseDetector(keras.callbacks.Callback):
         Embeddings are unit-norm, so random ones sit ~1.41 apart; below this they are
         effectively one point.
     patience : int, default=3
+        Collapsed epochs in a row that stop training.
     """
 
     def __init__(self, margin, min_distance=0.05, patience=3):

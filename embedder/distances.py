@@ -143,7 +143,10 @@ def cross_distances(x, y, distance="euclidean"):
     x : tensor-like of shape (B1, D)
         Any float dtype; computed in float32.
     y : tensor-like of shape (B2, D)
+        Second set of embeddings, compared with every row of ``x``.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
 
     Returns
     -------
@@ -178,6 +181,8 @@ def pairwise_distances(embeddings, distance="euclidean"):
     embeddings : tensor-like of shape (B, D)
         Any float dtype; computed in float32.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
 
     Returns
     -------
@@ -200,6 +205,8 @@ def paired_distances(x, y, distance="euclidean"):
     x, y : tensor-like of shape (B, D)
         Any float dtype; computed in float32.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
 
     Returns
     -------

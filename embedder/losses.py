@@ -141,7 +141,10 @@ def batch_all_triplet_loss(
     embeddings : array-like of shape (B, D)
         Any float dtype; computed in float32.
     margin : float, default=0.2
+        Hinge margin between positive and negative distances.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     cross_replica : bool, default=False
         Mine over the batch all-gathered from every replica (see the module notes).
 
@@ -177,7 +180,10 @@ def batch_hard_triplet_loss(
     margin : float, default=0.2
         Ignored when ``soft=True``.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     soft : bool, default=False
+        Soft margin: log1p(exp(d_ap - d_an)) instead of the hinge; the margin is not used.
     cross_replica : bool, default=False
         Mine over the batch all-gathered from every replica (see the module notes).
 
@@ -210,7 +216,10 @@ def semi_hard_triplet_loss(
     embeddings : array-like of shape (B, D)
         Any float dtype; computed in float32.
     margin : float, default=0.2
+        Hinge margin between positive and negative distances.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     cross_replica : bool, default=False
         Mine over the batch all-gathered from every replica (see the module notes).
 
@@ -237,7 +246,10 @@ def contrastive_loss(labels, embeddings, margin=0.5, distance="euclidean", *, cr
     embeddings : array-like of shape (B, D)
         Any float dtype; computed in float32.
     margin : float, default=0.5
+        Hinge margin between positive and negative distances.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     cross_replica : bool, default=False
         Mine over the batch all-gathered from every replica (see the module notes).
 
@@ -294,12 +306,19 @@ class _BatchLoss(keras.losses.Loss):
     Parameters
     ----------
     margin : float, default=0.2
+        Hinge margin between positive and negative distances.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     cross_replica : bool, default=False
         Mine over the batch all-gathered from every replica (see the module notes).
     reduction : str, default="sum_over_batch_size"
+        Keras's reduction of per-sample values (a batch loss returns one value per
+        batch).
     name : str, optional
+        Name of the object in Keras.
     dtype : str, optional
+        Dtype of the result (losses compute in float32).
     """
 
     fn = None
@@ -455,6 +474,8 @@ def get_loss(name, /, *, margin=None, distance="euclidean", **kwargs):
     margin : float, optional
         Defaults to :func:`default_margin`.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     **kwargs
         Passed to the class (``soft`` for batch-hard, ``name``, ``reduction``, ``dtype``);
         ``name`` here is the Keras loss name, as the loss name is positional-only.

@@ -285,6 +285,8 @@ def batch_view(labels, embeddings, distance, cross_replica=False):
     embeddings : array-like of shape (B, D)
         Any float dtype; computed in float32.
     distance : {"euclidean", "squared", "cosine"}
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     cross_replica : bool, default=False
         In a ``tf.distribute`` replica context with several replicas, score the local
         anchors against the embeddings and labels all-gathered from every replica

@@ -51,12 +51,15 @@ class InBatchTrainer(keras.Model):
         Defaults to :func:`embedder.losses.default_margin` of ``loss``. Ignored by the
         loss (not by ``active_fraction``) when ``soft=True``.
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
     soft : bool, default=False
         Soft-margin batch-hard; only with ``loss="batch_hard"``.
     cross_replica : bool, default=False
         Under a ``tf.distribute`` strategy, mine over the batch all-gathered from every
         replica; the gradient then equals the single-device gradient on the global batch.
     name : str, default="in_batch_trainer"
+        Name of the object in Keras.
 
     Examples
     --------

@@ -88,7 +88,9 @@ class DiagnosticsMean(keras.metrics.Metric):
     Parameters
     ----------
     name : str, default="diagnostics"
+        Name of the object in Keras.
     dtype : str, optional
+        Dtype of the result (losses compute in float32).
     """
 
     def __init__(self, name="diagnostics", dtype=None):

@@ -237,6 +237,7 @@ def hidden_class_folds(classes, unknown_classes, cv, rng) -> list[list]:
     cv : int
         Number of subsets.
     rng : numpy.random.Generator
+        Random generator of the class draws.
 
     Returns
     -------

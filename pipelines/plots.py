@@ -96,6 +96,7 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str], path, *, title: st
     matrix : array-like of int, shape (n_classes, n_classes)
         Counts; rows are true classes, columns predicted classes, in ``class_names`` order.
     class_names : sequence of str, length n_classes
+        Class names, in the order of the matrix rows and columns.
     path : str or Path
         Where the PNG is written.
     title : str, optional
@@ -177,9 +178,11 @@ def plot_embeddings_2d(points, labels, path, *, title: str = "", tsne=None) -> s
     Parameters
     ----------
     points : array-like of float, shape (n, 2)
+        2-D coordinates, one row per image.
     labels : array-like, shape (n,)
         Class names (any type; shown with ``str``).
     path : str or Path
+        PNG file to write (atomically).
     title : str, optional
         Title of the (first) panel; default "Embeddings (PCA)".
     tsne : tuple or None, optional
@@ -275,6 +278,7 @@ def plot_training_curves(histories: Sequence[Mapping[str, Sequence[float]]], pat
     histories : sequence of dict
         Keras-style histories (name -> list of per-epoch values), e.g. one per fold.
     path : str or Path
+        PNG file to write (atomically).
     validation_note : str or None, optional
         Why there is no validation curve and what that meant, e.g. the report's
         ``validation`` sentence ("validation skipped: 8 images per class ..."). Shown in
@@ -354,6 +358,7 @@ def project_2d(Z, labels, *, source: str, max_points: int = 2000, random_state=0
     Z : array-like of shape (n, dim)
         Embeddings.
     labels : array-like of shape (n,)
+        Class label of each row.
     source : str
         Where the embeddings come from, for the title.
     max_points : int, default=2000

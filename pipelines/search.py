@@ -67,6 +67,7 @@ def search_gallery(embedder, gallery, gallery_labels, queries, *, top=5, query_l
     gallery : array-like
         Gallery images (paths or pixel arrays).
     gallery_labels : array-like of shape (n_gallery,)
+        Class label of each gallery image.
     queries : array-like
         Query images (paths or pixel arrays).
     top : int, default=5
