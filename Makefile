@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -q -n 2 --dist loadfile
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test lint demo bench bench-quick clean
+FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: install test lint demo bench bench-quick clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,10 +27,19 @@ test: lint
 demo: $(STAMP)
 	$(VENV)/bin/triplet demo --out demo-output
 
-bench: $(STAMP)
+# The benchmarks read Fashion-MNIST from Debian's package when it is missing (as root);
+# --reinstall: dpkg may list the package while its files are gone.
+fashion-mnist:
+	@if [ ! -f $(FASHION_MNIST_SYSTEM_DIR)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y --reinstall dataset-fashion-mnist >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y --reinstall dataset-fashion-mnist >/dev/null 2>&1) \
+	  || echo "Fashion-MNIST could not be installed: its benchmarks will be reported as unavailable"; \
+	fi
+
+bench: $(STAMP) fashion-mnist
 	$(PY) -m benchmarks.run --full
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) fashion-mnist
 	$(PY) -m benchmarks.run --quick
 
 clean:

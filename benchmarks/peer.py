@@ -306,14 +306,18 @@ def result_from_runs(runs, s):
                  and "cpu_ms_per_image" in f] for lib in LIBRARIES}
     load = [f["foreign_cores"] for f in runs if f.get("foreign_cores") is not None]
     conditions = (f"other processes used a median {np.median(load):g} of the 2 cores during "
-                  "training, so each run had well under half the machine; CPU ms per trained "
-                  f"image: ours {np.median(cpu['ours']) if cpu['ours'] else 'n/a'}, PML "
+                  "the training runs; CPU ms per trained image: ours "
+                  f"{np.median(cpu['ours']) if cpu['ours'] else 'n/a'}, PML "
                   f"{np.median(cpu['pml']) if cpu['pml'] else 'n/a'}") if load else ""
     targets = [target("images/s, ours / pytorch-metric-learning", float(np.median(ratio)), 1.1,
                       unit="x", note=f"median of per-round ratios over {rounds_done}"
                       + (f"; {conditions}" if conditions else ""),
-                      if_missed="see the step profile (benchmarks/profile_step.py) for "
-                      "where our step's time goes")]
+                      if_missed="compare the CPU ms per image with the cores each run kept "
+                      "busy (own cores in the table): where ours spends less CPU per image but "
+                      "keeps fewer of the 2 cores busy, the gap is idle time in the whole fit "
+                      "(graph tracing, per-epoch validation, the input pipeline between steps) "
+                      "rather than the step; the step profile (benchmarks/profile_step.py) "
+                      "splits the step itself")]
     for head in ("knn", "logreg"):
         m = medians[head]
         targets.append(target(

@@ -231,8 +231,10 @@ def peer(res):
     if cpu:
         lines += ["", f"CPU time per trained image (this process's CPU seconds / images): ours "
                   f"{cpu['ours']['median']} ms, PML {cpu['pml']['median']} ms. On a quiet "
-                  "machine both would be about 2 cores / images per second; here PML's "
-                  "2 OpenMP threads lost much of their CPU time to contention."]
+                  "machine this is about 2 cores / images per second; on a busy one it "
+                  "shows which library's work per image is smaller."]
+    if res.get("earlier_run_under_load"):
+        lines += ["", f"Earlier run of this session, under load: {res['earlier_run_under_load']}."]
     done = s.get("rounds_completed", s["rounds"])
     if done < s["rounds"]:
         lines += ["", f"**Only {done} of {s['rounds']} rounds completed** (the run was stopped "
