@@ -279,11 +279,15 @@ def test_peer_network_matches_the_protocol_and_its_flops(monkeypatch):
 def test_peer_is_unavailable_without_torch(monkeypatch):
     from benchmarks import peer
 
-    real = peer.importlib.util.find_spec
+    # only torch missing (whether pytorch-metric-learning is installed or not)
     monkeypatch.setattr(peer.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real(name, *a))
+                        lambda name, *a: None if name == "torch" else object())
     with pytest.raises(DataUnavailable, match=r"peer libraries not installed: torch; "
                                                r"install them with `pip install -e '\.\[peers\]'`"):
+        peer.check_available()
+    monkeypatch.setattr(peer.importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(DataUnavailable, match=r"peer libraries not installed: torch, "
+                                               r"pytorch_metric_learning; install them"):
         peer.check_available()
 
 
