@@ -310,7 +310,43 @@ def profile_step(res):
     return lines
 
 
-SECTIONS.update({"peer": peer, "profile_step": profile_step})
+def ann(res):
+    """ANN vs exact kNN per gallery size."""
+    lines = ["| gallery | classes | agreement with exact | accuracy exact / ANN | index build s "
+             "| exact queries/s | ANN queries/s | speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in res["sizes"].values():
+        lines.append(f"| {s['gallery']:,} | {s['classes']} | {s['agreement']} | "
+                     f"{s['exact_accuracy']} / {s['ann_accuracy']} | {s['ann_build_seconds']} "
+                     f"| {s['exact_queries_per_second']} | {s['ann_queries_per_second']} | "
+                     f"{s['speedup']}x |")
+    return lines + [""]
+
+
+def open_set(res):
+    """AUROC / FPR at 95% TPR of every open-set score, per task."""
+    tasks = [(f"Fashion-MNIST, hidden {t['hidden_classes']}", t)
+             for t in res["fashion_mnist"].get("tasks", [])]
+    if res.get("omniglot", {}).get("embeddings"):
+        tasks.append(("Omniglot, unseen alphabets", res["omniglot"]))
+    scores = sorted({k for _, t in tasks for k in t["embeddings"]})
+    lines = ["| task | " + " | ".join(scores) + " |", "|---" * (len(scores) + 1) + "|"]
+    for name, t in tasks:
+        cells = [f"{t['embeddings'][k]['auroc']} / {t['embeddings'][k]['fpr_at_95_tpr']}"
+                 if k in t["embeddings"] else "" for k in scores]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return ["AUROC / FPR at 95% TPR (known vs never-trained classes):", ""] + lines + [""]
+
+
+def scaling(res):
+    """Streaming memory, replicas and Dask folds (rendered by the benchmark module)."""
+    from benchmarks.scaling import section_lines
+
+    return section_lines(res) + [""]
+
+
+SECTIONS.update({"peer": peer, "profile_step": profile_step, "ann": ann,
+                 "open_set": open_set, "scaling": scaling})
 
 # ------------------------------------------------------------------ issue 14's table
 
