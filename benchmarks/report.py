@@ -134,10 +134,9 @@ def write_report(results_dir=RESULTS_DIR, out=None):
     out = Path(out) if out is not None else Path(results_dir).parent / "BENCHMARKS.md"
     history_path = Path(results_dir) / ISSUE_14_HISTORY
     history = json.loads(history_path.read_text()) if history_path.exists() else None
-    text = render(load_records(results_dir), history)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    from embedder.files import atomic_write_text
+
+    atomic_write_text(out, render(load_records(results_dir), history))
     return out
 
 

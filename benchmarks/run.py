@@ -95,10 +95,10 @@ def run_one(name, mode, options, results_dir):
     record["wall_seconds"] = round(time.perf_counter() - start, 1)
     record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    from embedder.files import atomic_write_text
+
+    atomic_write_text(results_dir / f"{name}.json",
+                      json.dumps(record, indent=1, default=_jsonable) + "\n")
     return record
 
 
