@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -127,7 +129,7 @@ def _search_queries(items, load_dataset):
 
 def embed(args):
     from embedder.encoder_files import load_encoder_file
-    from pipelines.streaming import iter_embeddings, write_embeddings
+    from pipelines.streaming import write_embeddings
 
     out = Path(args.out)
     if out.suffix not in EMBEDDING_FORMATS:
@@ -151,9 +153,29 @@ def embed(args):
     if out.suffix != ".npy" and np.asarray(X).ndim == 1:
         columns = {"path": X, **columns}
     # streamed: memory stays flat in the number of images (pipelines/streaming.py)
-    blocks = iter_embeddings(model, X, shape, batch_size=args.batch_size)
-    write_embeddings(blocks, len(X), dim, out, columns=columns)
+    with _embedding_blocks(args, model, X, shape) as blocks:
+        write_embeddings(blocks, len(X), dim, out, columns=columns)
     print(f"{len(X)} embeddings of dimension {dim} written to {out}")
+
+
+@contextlib.contextmanager
+def _embedding_blocks(args, model, X, shape):
+    """Blocks embedded here, or shard by shard on the Dask cluster at --scheduler."""
+    from pipelines.streaming import iter_cluster_embeddings, iter_embeddings
+
+    if args.scheduler is None:
+        yield iter_embeddings(model, X, shape, batch_size=args.batch_size)
+        return
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ValueError("--scheduler needs Dask: pip install 'triplet-embeddings[dask]'"
+                         ) from exc
+    with Client(args.scheduler, timeout="30s") as client:
+        print(f"embedding on the Dask cluster at {args.scheduler} "
+              f"({len(client.scheduler_info()['workers'])} workers)", flush=True)
+        yield iter_cluster_embeddings(client, os.path.abspath(args.encoder), X, shape,
+                                      batch_size=args.batch_size)
 
 
 def _embed_shape(args, X, channels):

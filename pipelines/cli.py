@@ -130,6 +130,9 @@ def _add_embed(sub, parents):
     p.add_argument("--batch-size", type=int, default=256, metavar="N",
                    help="images embedded at a time (default 256); memory does not grow "
                    "with the number of images")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="a running Dask scheduler: shards of the images are embedded on its "
+                   "workers (the encoder and image files must be readable there)")
 
 
 def _add_config_options(group) -> None:

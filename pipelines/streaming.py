@@ -205,3 +205,68 @@ def _row_groups(blocks):
             pending, rows = [], 0
     if pending:
         yield first, np.concatenate(pending)
+
+
+def embed_shard(encoder_path, X, input_shape, batch_size=256) -> np.ndarray:
+    """Embeddings of one shard of images, on whatever process runs it (a Dask worker).
+
+    Parameters
+    ----------
+    encoder_path : str
+        A saved ``.keras`` encoder, readable where this runs.
+    X : ndarray or list of str
+        The shard's images or image paths (paths must be readable where this runs).
+    input_shape : tuple of 3 ints
+        ``(height, width, channels)`` the images are brought to.
+    batch_size : int, default=256
+        Images per inference batch.
+
+    Returns
+    -------
+    ndarray of shape (len(X), dim), float32
+    """
+    from embedder.encoder_files import load_encoder_file
+
+    model = load_encoder_file(encoder_path)[0]
+    blocks = list(iter_embeddings(model, X, input_shape, batch_size))
+    return np.concatenate(blocks) if blocks else np.zeros((0, model.output_shape[-1]),
+                                                         dtype=np.float32)
+
+
+def iter_cluster_embeddings(client, encoder_path, X, input_shape, *, shard_size=8192,
+                            batch_size=256) -> Iterator[np.ndarray]:
+    """Yield the embeddings of ``X`` in order, computed shard by shard on a Dask cluster.
+
+    Every shard is submitted at once and the workers embed them in parallel; the blocks
+    come back in order, one at a time, and each is released on the cluster as soon as it
+    is handed on, so the caller holds one shard's rows (feed them to
+    :func:`write_embeddings`).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A client of the cluster.
+    encoder_path : str
+        The saved ``.keras`` encoder, readable by every worker.
+    X : ndarray or list of str
+        Images or image paths (readable by every worker).
+    input_shape : tuple of 3 ints
+        ``(height, width, channels)`` the images are brought to.
+    shard_size : int, default=8192
+        Images per task.
+    batch_size : int, default=256
+        Images per inference batch on a worker.
+
+    Yields
+    ------
+    block : ndarray of shape (b, dim), float32
+    """
+    path = os.fspath(encoder_path)
+    futures = [client.submit(embed_shard, path, X[start:start + shard_size], input_shape,
+                             batch_size, pure=False)
+               for start in range(0, len(X), shard_size)]
+    for i, future in enumerate(futures):
+        block = future.result()
+        futures[i] = None  # drop the reference: the cluster frees the shard's rows
+        future.release()
+        yield block

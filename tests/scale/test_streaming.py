@@ -184,3 +184,25 @@ def test_cli_embed_streams_to_npy_and_csv(folder, encoder, expected, tmp_path):
     assert table["path"].tolist() == sorted(folder[2])
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected[order], atol=1e-5)
     np.testing.assert_allclose(table.iloc[:, 2:].to_numpy(), expected[order], atol=1e-5)
+
+
+def test_shards_on_a_dask_cluster_equal_one_predict(folder, encoder, expected, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="the optional dask extra")
+    from pipelines.cli import main
+    from pipelines.streaming import iter_cluster_embeddings
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            blocks = list(iter_cluster_embeddings(client, encoder[1], folder[2], (16, 16, 3),
+                                                  shard_size=700, batch_size=128))
+            assert [len(b) for b in blocks] == [700, 700, 600]  # in order, shard by shard
+            np.testing.assert_allclose(np.concatenate(blocks), expected, atol=1e-5)
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["embed", str(encoder[1]), str(folder[0] / "images"), "--image-size", "16",
+                "--scheduler", cluster.scheduler_address, "--out", str(tmp_path / "e.npy")]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(argv) == 0, err.getvalue()
+    assert "embedding on the Dask cluster at tcp://127.0.0.1:" in out.getvalue()
+    order = np.argsort(folder[2])
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected[order], atol=1e-5)
