@@ -27,7 +27,6 @@ of the seed CNN at 112 px is set against the seed's eager per-triplet loop.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -121,19 +120,6 @@ def peak_gflops(cores=None, ghz=None):
 # ---------------------------------------------------------------- the parts
 
 
-@contextlib.contextmanager
-def policy(name):
-    """Layers built inside use the Keras dtype policy ``name``; the old one is restored."""
-    import keras
-
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def _build(name, shape, precision):
     from embedder import build_encoder
 
@@ -141,7 +127,9 @@ def _build(name, shape, precision):
         from benchmarks.peer import register_peer_encoder
 
         register_peer_encoder()
-    with policy(precision):
+    from embedder.training import dtype_policy
+
+    with dtype_policy(precision):
         return build_encoder(name, shape)
 
 
