@@ -35,6 +35,7 @@ from embedder.distances import check_distance, paired_distances
 from embedder.mining import (
     batch_all_stats,
     batch_view,
+    check_flag,
     check_margin,
     hardest_negative,
     hardest_positive,
@@ -111,15 +112,7 @@ def reduce_terms(total, count, context=None):
 def _view(labels, embeddings, margin, distance, cross_replica):
     check_margin(margin)
     check_distance(distance)
-    if not isinstance(cross_replica, bool):
-        raise TypeError(f"cross_replica must be True or False, got {cross_replica!r}")
-    return batch_view(labels, embeddings, distance, cross_replica)
-
-
-def _check_soft(soft):
-    if not isinstance(soft, bool):
-        raise TypeError(f"soft must be True or False, got {soft!r}")
-    return soft
+    return batch_view(labels, embeddings, distance, check_flag(cross_replica, "cross_replica"))
 
 
 def batch_all_triplet_loss(
@@ -191,7 +184,7 @@ def batch_hard_triplet_loss(
     -------
     float32 scalar tensor
     """
-    _check_soft(soft)
+    check_flag(soft, "soft")
     view = _view(labels, embeddings, margin, distance, cross_replica)
     return reduce_terms(*batch_hard_terms(view, margin, soft), view.context)
 
@@ -336,9 +329,7 @@ class _BatchLoss(keras.losses.Loss):
         super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
         self.margin = check_margin(margin)
         self.distance = check_distance(distance)
-        if not isinstance(cross_replica, bool):
-            raise TypeError(f"cross_replica must be True or False, got {cross_replica!r}")
-        self.cross_replica = cross_replica
+        self.cross_replica = check_flag(cross_replica, "cross_replica")
 
     def _settings(self):
         return {"margin": self.margin, "distance": self.distance,
@@ -383,7 +374,7 @@ class BatchHardTripletLoss(_BatchLoss):
         name=None,
         dtype=None,
     ):
-        self.soft = _check_soft(soft)
+        self.soft = check_flag(soft, "soft")
         super().__init__(margin, distance, cross_replica, reduction=reduction, name=name,
                          dtype=dtype)
 

@@ -318,6 +318,13 @@ def batch_view(labels, embeddings, distance, cross_replica=False):
                      ops.logical_and(same, ops.logical_not(own)), ops.logical_not(same), context)
 
 
+def check_flag(value, name):
+    """Return ``value`` if it is True or False; ``TypeError`` naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_margin(margin):
     """Return ``margin`` if it is a finite number >= 0 (tensors are passed through)."""
     if ops.is_tensor(margin):

@@ -13,14 +13,8 @@ from keras import ops
 
 from embedder.distances import check_distance
 from embedder.losses import IN_BATCH, default_margin, in_batch_loss
-from embedder.mining import batch_view, check_margin
+from embedder.mining import batch_view, check_flag, check_margin
 from embedder.training_metrics import DiagnosticsMean, batch_diagnostics
-
-
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _scale_for_replicas(loss):
@@ -86,7 +80,7 @@ class InBatchTrainer(keras.Model):
     ):
         if not isinstance(loss, str) or loss not in IN_BATCH:
             raise ValueError(f"loss must be one of {sorted(IN_BATCH)}, got {loss!r}")
-        if _check_bool(soft, "soft") and loss != "batch_hard":
+        if check_flag(soft, "soft") and loss != "batch_hard":
             raise ValueError(f"soft=True applies to loss='batch_hard' only, got loss={loss!r}")
         super().__init__(name=name)
         self.encoder = encoder
@@ -94,7 +88,7 @@ class InBatchTrainer(keras.Model):
         self.margin = default_margin(loss) if margin is None else check_margin(margin)
         self.distance = check_distance(distance)
         self.soft = soft
-        self.cross_replica = _check_bool(cross_replica, "cross_replica")
+        self.cross_replica = check_flag(cross_replica, "cross_replica")
         self.diagnostics = DiagnosticsMean()
 
     def call(self, inputs, training=None):
