@@ -1,10 +1,11 @@
 """The ``tf.data`` pipelines that feed encoders: inference batches and training batches.
 
 Pixels are float32 on the 0..255 scale; the pipelines only bring every image of a batch to
-``input_shape`` (resizing to the backbone happens inside encoders). Files are streamed from
-disk, never loaded into memory all at once, and decoded in parallel by
-:mod:`embedder.decoding`. A file that cannot be decoded stops a pipeline with a TensorFlow
-error naming it; iterate inside :func:`embedder.decoding.decode_errors` (or through
+``input_shape`` (resizing to the backbone happens inside encoders). Files are decoded in
+parallel by :mod:`embedder.decoding`. Inference streams them batch by batch; training
+decodes them once into memory when the decoded images take at most
+``IN_GRAPH_MAX_BYTES``, and otherwise streams them from disk every epoch. A file that
+cannot be decoded stops a pipeline with a TensorFlow error naming it; iterate inside :func:`embedder.decoding.decode_errors` (or through
 :func:`iterate_batches`) to get a ``ValueError`` instead::
 
     from embedder.decoding import decode_errors
@@ -32,7 +33,10 @@ from embedder.decoding import (
 )
 from embedder.preprocessing import check_input_shape
 
-__all__ = ["image_batches", "iterate_batches", "offline_triplet_dataset", "training_dataset"]
+__all__ = [
+    "decode_all", "image_batches", "iterate_batches", "offline_triplet_dataset",
+    "training_dataset",
+]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -135,13 +139,31 @@ def _encode_labels(y, n):
     return y.astype(np.int32)
 
 
+#: In-memory images up to this size are gathered inside the ``tf.data`` graph (no Python,
+#: no GIL between steps); larger arrays are copied batch by batch through NumPy instead, so
+#: TensorFlow never holds a second copy of a huge array.
+IN_GRAPH_MAX_BYTES = 1 << 30
+
+
 def _gather_dataset(X, index_batches, input_shape):
     """Images for a dataset of index vectors: gathered from memory or decoded from paths."""
     shape = check_input_shape(input_shape)
     paths = _as_paths(X)
     if paths is not None:
-        return _decoded_batches(index_batches, paths, shape)
+        if len(paths) * int(np.prod(shape)) * 4 > IN_GRAPH_MAX_BYTES:
+            return _decoded_batches(index_batches, paths, shape)
+        # Decoded once instead of once per epoch: decoding PNGs every epoch cost 16% of
+        # the training rate (benchmarks/input_pipeline.py); a bad file now fails here.
+        X = decode_all(paths, shape)
     X = check_images(X)
+    if X.nbytes <= IN_GRAPH_MAX_BYTES:
+        # A numpy_function per batch held the GIL and left a core idle between steps.
+        images_t = tf.constant(X)
+
+        def take(idx):
+            return fit_to_shape(tf.gather(images_t, idx), shape), idx
+
+        return index_batches.map(take, AUTOTUNE)
 
     def gather(idx):  # a host-side copy of only the P*K images of one batch
         return X[idx]
@@ -154,6 +176,36 @@ def _gather_dataset(X, index_batches, input_shape):
     return index_batches.map(lookup, AUTOTUNE)
 
 
+def decode_all(paths, input_shape, batch_size=256):
+    """Every image of ``paths`` decoded to one float32 array ``(n, *input_shape)``.
+
+    Raises
+    ------
+    ValueError
+        Naming the first file that cannot be decoded.
+    """
+    out = np.empty((len(paths), *input_shape), np.float32)
+    start = 0
+    for batch in iterate_batches(image_batches(paths, input_shape, batch_size)):
+        out[start : start + len(batch)] = batch
+        start += len(batch)
+    return out
+
+
+def _epoch_indices(sampler):
+    """A dataset of the sampler's index batches, one Python call per *epoch*, not per batch."""
+    def epochs():
+        # Every iterator replays the sampler from its state now: under a tf.distribute
+        # strategy Keras's fit reads a batch to build the model, then starts a new
+        # iterator; without the copy 1 and 2 replicas trained on other batches.
+        replay = copy.deepcopy(sampler)
+        while True:
+            yield np.stack(replay.epoch())
+
+    spec = tf.TensorSpec((None, sampler.batch_size), tf.int64)
+    return tf.data.Dataset.from_generator(epochs, output_signature=spec).unbatch()
+
+
 def training_dataset(X, y, sampler, input_shape, augment=False):
     """Endless ``(images float32 (P*K, *input_shape), labels int32 (P*K,))`` batches.
 
@@ -164,12 +216,7 @@ def training_dataset(X, y, sampler, input_shape, augment=False):
     """
     n = len(X)
     labels = tf.constant(_encode_labels(y, n))
-    # Every iterator replays the sampler from its state now: under a tf.distribute
-    # strategy Keras's fit reads a batch to build the model, then starts a new iterator;
-    # without the copy that shifted the batches, so 1 and 2 replicas trained on other data.
-    indices = tf.data.Dataset.from_generator(
-        lambda: iter(copy.deepcopy(sampler)), output_signature=tf.TensorSpec((None,), tf.int64)
-    )
+    indices = _epoch_indices(sampler)
     ds = _gather_dataset(X, indices, input_shape)
     ds = ds.map(lambda images, idx: (images, tf.gather(labels, idx)))
     if augment:
