@@ -5,7 +5,9 @@ default loss) trains one epoch of P x K batches from
 :func:`embedder.image_pipeline.training_dataset` fed either the uint8 array or the paths of the same
 Fashion-MNIST images written as PNG (and JPEG) files. Epochs of the variants alternate;
 the first epoch of each is a warm-up (graph tracing, and it brings the files into the OS
-page cache, as in any multi-epoch training run).
+page cache, as in any multi-epoch training run). Files whose decoded images fit in memory
+are decoded once when the dataset is built (``embedder.image_pipeline.IN_GRAPH_MAX_BYTES``);
+that one-time set-up is timed and reported beside the per-epoch rates.
 """
 
 from __future__ import annotations
@@ -49,12 +51,14 @@ def run(mode, options=None):
         sources[fmt] = image_folder(X, y, f"fashion-mnist-{fmt}", f".{fmt}")[0]
     loss = options.get("loss") or embedder_params()["loss"]
     keras.backend.clear_session()
-    runs = {}
+    runs, setup_seconds = {}, {}
     for name, source in sources.items():
         sampler = PKSampler(y, None, 4, random_state=0)
         model = trainer_model(build_encoder("small_cnn", SHAPE), loss, SHAPE, n_classes=10,
                               compiled=not s.get("eager", False))
-        data = training_dataset(source, y, sampler, SHAPE)
+        with Stopwatch() as setup:  # files that fit in memory are decoded here, once
+            data = training_dataset(source, y, sampler, SHAPE)
+        setup_seconds[name] = round(setup.seconds, 3)
         steps = len(sampler)
         run = step_runner(model, data)
         run(steps)  # warm-up epoch
@@ -83,9 +87,12 @@ def run(mode, options=None):
         "images_per_second": {name: summary(v, 1) for name, v in rates.items()},
         "ratio_to_memory": ratios,
         "pipeline_alone_images_per_second": alone,
+        "setup_seconds": setup_seconds,
         "targets": [target(
-            f"training from {disk.upper()} files / from memory", ratios[disk]["median"], 0.9,
-            unit="x",
+            f"training from {disk.upper()} files / from memory", ratios[disk]["median"], 0.95,
+            unit="x", note=f"epochs after the first; the one-time set-up (decoding the files "
+            f"into memory when they fit) took {setup_seconds[disk]:g} s for {len(y)} "
+            f"{disk.upper()} files vs {setup_seconds['memory']:g} s from memory",
             if_missed=f"reading, decoding and resizing files runs on the same {os.cpu_count()} "
             f"cores as the training step: the {disk.upper()} pipeline alone delivers {feed:g} "
             f"images/s, {feed / np.median(train):.1f}x the {np.median(train):.0f} images/s "

@@ -44,13 +44,17 @@ def run(args):
     if args.train_size:
         X_train, y_train = X_train[: args.train_size], y_train[: args.train_size]
 
+    if args.encoder == "peer_cnn":  # issue 14's peer network, registered by the benchmark
+        from benchmarks.peer import register_peer_encoder
+
+        register_peer_encoder()
     est = TripletEmbedder(
         encoder=args.encoder, input_shape=(28, 28, 1), embedding_dim=args.embedding_dim,
         loss=args.loss, margin=args.margin, samples_per_class=args.samples_per_class,
         classes_per_batch=args.classes_per_batch, epochs=args.epochs,
         learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
         augment=args.augment, warmup_epochs=0 if args.no_warmup else 1,
-        random_state=args.seed, verbose=2,
+        precision=args.precision, random_state=args.seed, verbose=2,
     )
     t0 = time.perf_counter()
     est.fit(X_train, y_train)
@@ -70,6 +74,8 @@ def run(args):
     result["raw_knn_accuracy"] = float(raw.score(X_test.reshape(len(X_test), -1) / 255.0, y_test))
     result["test_retrieval"] = retrieval_scores(Z_test, y_test)
     result["machine"] = f"{platform.machine()} {os.cpu_count()} cores"
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:
         f.write(json.dumps(result) + "\n")
@@ -91,6 +97,7 @@ def main(argv=None):
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--augment", action="store_true")
     p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--precision", default=None, choices=["mixed_bfloat16", "mixed_float16"])
     p.add_argument("--seed", type=int, default=0)
     run(p.parse_args(argv))
 

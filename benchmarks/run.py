@@ -53,6 +53,7 @@ OPTIONAL = {
     "open_set": ("benchmarks.open_set", "Open-set recognition"),
     "ann": ("benchmarks.ann", "Approximate nearest-neighbour head"),
     "scaling": ("benchmarks.scaling", "Scale-out: streaming and parallel folds"),
+    "user_shape": ("benchmarks.user_shape", "The user's shape end to end: triplet evaluate"),
 }
 
 
