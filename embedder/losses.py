@@ -20,15 +20,11 @@ the global loss)``, so that the mean over replicas is the global-batch loss, and
 scaling of the loss by ``1 / n_replicas`` followed by its sum of the replicas' gradients
 gives the gradient of the global-batch loss. Outside such a context it changes nothing.
 
-The :class:`keras.losses.Loss` subclasses are called by Keras as
-``loss(y_true=labels, y_pred=embeddings)``. A batch loss is one number, so ``call`` returns
-it repeated once per sample: the default ``"sum_over_batch_size"`` reduction gives back
-exactly the batch loss, and Keras's per-replica scaling under ``tf.distribute`` applies
-as for any built-in loss (a bare scalar would skip it). Sample weights therefore scale the
-loss by their mean.
+The registered :class:`keras.losses.Loss` classes (``BatchAllTripletLoss``, ...), the
+name registry ``LOSSES``, ``get_loss`` and ``default_margin`` live in
+:mod:`embedder.loss_classes` and are importable from here too.
 """
 
-import keras
 from keras import ops
 
 from embedder.distances import check_distance, paired_distances
@@ -41,14 +37,6 @@ from embedder.mining import (
     hardest_positive,
     semi_hard_negative,
 )
-
-DEFAULT_MARGINS = {
-    "batch_all": 0.2,
-    "batch_hard": 0.2,
-    "semi_hard": 0.2,
-    "contrastive": 0.5,
-    "triplet": 0.2,
-}
 
 
 def _count(mask):
@@ -273,7 +261,8 @@ def in_batch_loss(name, view, margin, soft=False, top_k=False):
     raise ValueError(f"loss must be one of {sorted(IN_BATCH)}, got {name!r}")
 
 
-def _triplet_hinges(anchor, positive, negative, margin, distance):
+def triplet_hinges(anchor, positive, negative, margin, distance):
+    """Per-triplet hinges ``max(d(a, p) - d(a, n) + margin, 0)`` of (B, D) triplets."""
     check_margin(margin)
     check_distance(distance)
     d_ap = paired_distances(anchor, positive, distance)
@@ -288,189 +277,30 @@ def triplet_loss(anchor, positive, negative, margin=0.2, distance="euclidean"):
 
     ``anchor``, ``positive`` and ``negative`` are (B, D); 0 for an empty batch.
     """
-    hinges = _triplet_hinges(anchor, positive, negative, margin, distance)
+    hinges = triplet_hinges(anchor, positive, negative, margin, distance)
     n = ops.cast(ops.shape(hinges)[0], "float32")
     return ops.sum(hinges) / ops.maximum(n, 1.0)
-
-
-class _BatchLoss(keras.losses.Loss):
-    """Keras wrapper of a batch-level loss function ``fn(labels, embeddings, ...)``.
-
-    Parameters
-    ----------
-    margin : float, default=0.2
-        Hinge margin between positive and negative distances.
-    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
-        Distance between embeddings: euclidean (zero gradient at zero distance),
-        squared euclidean, or 1 - cosine similarity.
-    cross_replica : bool, default=False
-        Mine over the batch all-gathered from every replica (see the module notes).
-    reduction : str, default="sum_over_batch_size"
-        Keras's reduction of per-sample values (a batch loss returns one value per
-        batch).
-    name : str, optional
-        Name of the object in Keras.
-    dtype : str, optional
-        Dtype of the result (losses compute in float32).
-    """
-
-    fn = None
-    default_name = None
-
-    def __init__(
-        self,
-        margin=0.2,
-        distance="euclidean",
-        cross_replica=False,
-        reduction="sum_over_batch_size",
-        name=None,
-        dtype=None,
-    ):
-        super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
-        self.margin = check_margin(margin)
-        self.distance = check_distance(distance)
-        self.cross_replica = check_flag(cross_replica, "cross_replica")
-
-    def _settings(self):
-        return {"margin": self.margin, "distance": self.distance,
-                "cross_replica": self.cross_replica}
-
-    def call(self, y_true, y_pred):
-        loss = type(self).fn(y_true, y_pred, **self._settings())
-        # Repeat per sample so that Keras's reductions return the batch loss unchanged.
-        return ops.broadcast_to(loss, ops.shape(y_pred)[:1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(dtype=self.dtype, **self._settings())
-        return config
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class BatchAllTripletLoss(_BatchLoss):
-    """Keras loss for :func:`batch_all_triplet_loss` (y_true: labels, y_pred: embeddings)."""
-
-    fn = staticmethod(batch_all_triplet_loss)
-    default_name = "batch_all_triplet_loss"
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class BatchHardTripletLoss(_BatchLoss):
-    """Keras loss for :func:`batch_hard_triplet_loss`; ``soft`` selects the soft margin.
-
-    With ``soft=True`` the margin is not used (kept in the config, ignored).
-    """
-
-    fn = staticmethod(batch_hard_triplet_loss)
-    default_name = "batch_hard_triplet_loss"
-
-    def __init__(
-        self,
-        margin=0.2,
-        distance="euclidean",
-        soft=False,
-        cross_replica=False,
-        reduction="sum_over_batch_size",
-        name=None,
-        dtype=None,
-    ):
-        self.soft = check_flag(soft, "soft")
-        super().__init__(margin, distance, cross_replica, reduction=reduction, name=name,
-                         dtype=dtype)
-
-    def _settings(self):
-        return {**super()._settings(), "soft": self.soft}
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class SemiHardTripletLoss(_BatchLoss):
-    """Keras loss for :func:`semi_hard_triplet_loss`."""
-
-    fn = staticmethod(semi_hard_triplet_loss)
-    default_name = "semi_hard_triplet_loss"
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class ContrastiveLoss(_BatchLoss):
-    """Keras loss for :func:`contrastive_loss` (default margin 0.5)."""
-
-    fn = staticmethod(contrastive_loss)
-    default_name = "contrastive_loss"
-
-    def __init__(self, margin=0.5, distance="euclidean", cross_replica=False, **kwargs):
-        super().__init__(margin, distance, cross_replica, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="embedder")
-class OfflineTripletLoss(_BatchLoss):
-    """Keras loss for :func:`triplet_loss` on stacked triplets; ``y_true`` is ignored.
-
-    ``y_pred`` has shape (B, 3, D): the anchor, positive and negative embeddings of each
-    triplet, as produced by one shared encoder applied to three inputs. ``call`` returns
-    the per-triplet hinges, so the default reduction gives their mean.
-    """
-
-    default_name = "triplet_loss"
-
-    def __init__(
-        self, margin=0.2, distance="euclidean", reduction="sum_over_batch_size", name=None,
-        dtype=None,
-    ):
-        # Per-triplet hinges need no mining, so there is nothing to gather across replicas.
-        super().__init__(margin, distance, reduction=reduction, name=name, dtype=dtype)
-
-    def _settings(self):
-        return {"margin": self.margin, "distance": self.distance}
-
-    def call(self, y_true, y_pred):
-        shape = tuple(y_pred.shape)
-        if len(shape) != 3 or shape[1] not in (3, None):
-            raise ValueError(
-                "y_pred must have shape (batch_size, 3, embedding_dim) holding stacked "
-                f"(anchor, positive, negative) embeddings, got shape {shape}"
-            )
-        return _triplet_hinges(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2], self.margin, self.distance)
 
 
 #: The losses that mine inside a batch (one forward pass of a P x K batch).
 IN_BATCH = ("batch_all", "batch_hard", "semi_hard", "contrastive")
 
-LOSSES = {
-    "batch_all": BatchAllTripletLoss,
-    "batch_hard": BatchHardTripletLoss,
-    "semi_hard": SemiHardTripletLoss,
-    "contrastive": ContrastiveLoss,
-    "triplet": OfflineTripletLoss,
-}
+
+# The classes build on the functions above, so they are imported after them; they are
+# served through ``__getattr__`` (PEP 562) so that either module may be imported first
+# (Keras imports the module named in a saved config). Importing this module registers them.
+from embedder import loss_classes as _loss_classes  # noqa: E402
+
+_RE_EXPORTED = ("LOSSES", "DEFAULT_MARGINS", "BatchAllTripletLoss", "BatchHardTripletLoss",
+                "SemiHardTripletLoss", "ContrastiveLoss", "OfflineTripletLoss",
+                "default_margin", "get_loss")
 
 
-def _check_name(name):
-    if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {name!r}")
-    return name
+def __getattr__(name):
+    if name in _RE_EXPORTED:
+        return getattr(_loss_classes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def default_margin(name):
-    """Default margin of the loss called ``name`` (0.5 for contrastive, else 0.2)."""
-    return DEFAULT_MARGINS[_check_name(name)]
-
-
-def get_loss(name, /, *, margin=None, distance="euclidean", **kwargs):
-    """Build the Keras loss called ``name``.
-
-    Parameters
-    ----------
-    name : {"batch_all", "batch_hard", "semi_hard", "contrastive", "triplet"}
-        ``"triplet"`` gives :class:`OfflineTripletLoss`.
-    margin : float, optional
-        Defaults to :func:`default_margin`.
-    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
-        Distance between embeddings: euclidean (zero gradient at zero distance),
-        squared euclidean, or 1 - cosine similarity.
-    **kwargs
-        Passed to the class (``soft`` for batch-hard, ``name``, ``reduction``, ``dtype``);
-        ``name`` here is the Keras loss name, as the loss name is positional-only.
-    """
-    cls = LOSSES[_check_name(name)]
-    margin = default_margin(name) if margin is None else margin
-    return cls(margin=margin, distance=distance, **kwargs)
+def __dir__():
+    return sorted(list(globals()) + list(_RE_EXPORTED))
