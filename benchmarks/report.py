@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR
-from benchmarks.report_sections import SECTIONS, issue_14_table
+from benchmarks.issue14_table import issue_14_table
+from benchmarks.report_sections import SECTIONS
 
 ORDER = ("throughput", "input_pipeline", "inference", "classification", "retrieval",
          "loss_comparison", "peer", "profile_step")

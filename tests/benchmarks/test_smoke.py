@@ -211,7 +211,7 @@ def test_report_without_results_says_how_to_get_them(tmp_path):
 
 
 def test_issue_14_table_uses_measurements_then_history():
-    from benchmarks.report_sections import issue_14_table
+    from benchmarks.issue14_table import issue_14_table
 
     acc = {"knn": {"ours": {"median": 0.89}, "pml": {"median": 0.875}},
            "logreg": {"ours": {"median": 0.88}, "pml": {"median": 0.876}}}
