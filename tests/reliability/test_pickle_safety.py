@@ -14,7 +14,7 @@ import sklearn
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 
-import pipelines.persistence as persistence
+import pipelines._sidecar as sidecar_module
 from pipelines import load_pipeline, save_pipeline
 from pipelines.persistence import SIGNING_KEY_ENV, sidecar_path
 
@@ -113,14 +113,14 @@ def test_file_swapped_after_the_check_is_not_the_one_loaded(evil, head, tmp_path
     """The race: the file is replaced between verification and unpickling."""
     evil_path, marker = evil
     genuine = save_pipeline(head[0], tmp_path / "genuine.joblib")
-    check = persistence._check_digests
+    check = sidecar_module._check_digests
 
     def check_then_swap(path, sidecar, metadata, data):
         problem = check(path, sidecar, metadata, data)
         path.write_bytes(evil_path.read_bytes())  # an attacker wins the race here
         return problem
 
-    monkeypatch.setattr(persistence, "_check_digests", check_then_swap)
+    monkeypatch.setattr(sidecar_module, "_check_digests", check_then_swap)
     loaded = load_pipeline(genuine)
     assert not marker.exists(), "the swapped-in payload ran"
     np.testing.assert_array_equal(loaded.predict(head[1]), head[0].predict(head[1]))

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+import pipelines._skops_format as skops_format
 import pipelines.persistence as persistence
 from classifiers import make_head
 from pipelines import load_pipeline, save_pipeline
@@ -86,7 +87,7 @@ def test_skops_refuses_types_outside_the_allow_list(blobs, tmp_path):
     ],
 )
 def test_allow_list_accepts_only_classes_defined_in_allowed_modules(name, allowed):
-    assert persistence._resolve_allowed(name) is allowed
+    assert skops_format._resolve_allowed(name) is allowed
 
 
 def test_skops_encoder_is_loaded_in_keras_safe_mode(fitted_triplet_pipeline, tmp_path):
