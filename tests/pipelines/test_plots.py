@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-import pipelines.plots as plots
+import pipelines._plot_common as plot_common
 from pipelines.plots import (
     plot_confusion_matrix,
     plot_embeddings_2d,
@@ -19,13 +19,13 @@ from pipelines.plots import (
 def figures(monkeypatch):
     """The Figure objects the plot functions save, in order."""
     saved = []
-    original = plots._save
+    original = plot_common.save_png
 
     def keep(fig, path):
         saved.append(fig)
         return original(fig, path)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plot_common, "save_png", keep)
     return saved
 
 
