@@ -5,8 +5,9 @@ Pixels are float32 on the 0..255 scale; the pipelines only bring every image of 
 parallel by :mod:`embedder.decoding`. Inference streams them batch by batch; training
 decodes them once into memory when the decoded images take at most
 ``IN_GRAPH_MAX_BYTES``, and otherwise streams them from disk every epoch. A file that
-cannot be decoded stops a pipeline with a TensorFlow error naming it; iterate inside :func:`embedder.decoding.decode_errors` (or through
-:func:`iterate_batches`) to get a ``ValueError`` instead::
+cannot be decoded stops a pipeline with a TensorFlow error naming it; iterate inside
+:func:`embedder.decoding.decode_errors` (or through :func:`iterate_batches`) to get a
+``ValueError`` instead::
 
     from embedder.decoding import decode_errors
 
