@@ -60,7 +60,7 @@ class TrainingConfig:
                                            "64 / K classes)", metavar="P")
     samples_per_class: int = _field(4, "K of the P x K batches", metavar="K")
     epochs: int = _field(20, "upper bound on epochs (early stopping usually ends sooner)")
-    learning_rate: float = _field(1e-3, "peak Adam learning rate (warm-up, cosine decay)")
+    learning_rate: float = _field(2e-3, "peak Adam learning rate (warm-up, cosine decay)")
     warmup_epochs: float = _field(1.0, "epochs of linear learning-rate warm-up")
     patience: int = _field(5, "epochs without a better validation MAP@R before stopping")
     validation_fraction: float = _field(0.1, "stratified hold-out for validation "

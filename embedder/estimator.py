@@ -62,7 +62,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         K of the P x K batches.
     epochs : int, default=20
         Upper bound: early stopping on validation MAP@R usually ends sooner.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=2e-3
         Peak Adam rate, reached after the warm-up, then cosine decay.
     warmup_epochs : float, default=1
         Epochs of linear learning-rate warm-up.
@@ -167,7 +167,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         classes_per_batch=None,
         samples_per_class=4,
         epochs=20,
-        learning_rate=1e-3,
+        learning_rate=2e-3,
         warmup_epochs=1,
         patience=5,
         validation_fraction=0.1,

@@ -119,7 +119,7 @@ def test_checkpoint_of_another_run_is_refused(shapes16, tmp_path):
                        r"training run: the training images or labels differ"):
         _train(_encoder(), X[:-10], y[:-10], epochs=3, validation_fraction=0,
                checkpoint_dir=folder)
-    with pytest.raises(ValueError, match=r"the settings learning_rate \(0.001 -> 0.01\) "
+    with pytest.raises(ValueError, match=r"the settings learning_rate \(0.002 -> 0.01\) "
                        "differ"):
         _train(_encoder(), X, y, epochs=3, validation_fraction=0, checkpoint_dir=folder,
                learning_rate=0.01)
