@@ -187,3 +187,29 @@ class HistoryRecorder(keras.callbacks.Callback):
             clean = {k: [v if math.isfinite(v) else None for v in vals]
                      for k, vals in self.history.items()}
             atomic_write_text(self._path, json.dumps(clean))
+
+
+class ScheduleLogger(keras.callbacks.Callback):
+    """Log the learning rate and whether the backbone was frozen, for every epoch.
+
+    ``learning_rate`` is the optimizer's rate at the end of the epoch (its schedule at the
+    step count reached, as ``keras.callbacks.LearningRateScheduler`` logs it);
+    ``backbone_frozen`` is 1.0 in the epochs that trained only the embedding head
+    (:mod:`embedder.fine_tuning`), else 0.0.
+
+    Parameters
+    ----------
+    backbone_frozen : bool, default=False
+        Whether the ``fit`` this logger serves trains only the head.
+    """
+
+    def __init__(self, backbone_frozen=False):
+        super().__init__()
+        self.backbone_frozen = bool(backbone_frozen)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        rate = self.model.optimizer.learning_rate  # LossScaleOptimizer passes it through
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        logs["backbone_frozen"] = float(self.backbone_frozen)

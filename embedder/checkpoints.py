@@ -19,6 +19,8 @@ import numpy as np
 
 MANIFEST = "run.json"
 HISTORY = "history.json"
+#: Where ``keras.callbacks.BackupAndRestore`` records the epoch it resumes at.
+BACKUP_METADATA = "training_metadata.json"
 #: Settings that do not change what is trained.
 _IGNORED_SETTINGS = ("verbose", "checkpoint_dir")
 
@@ -119,3 +121,20 @@ def _compare(folder, saved, current) -> None:
             f"checkpoint_dir {str(folder)!r} belongs to another training run: "
             f"{'; '.join(differences)} differ. Resuming would mix two runs; use another "
             "folder, or delete this one to start fresh")
+
+
+def resume_epoch(backup_dir) -> int | None:
+    """The epoch a ``BackupAndRestore`` in ``backup_dir`` resumes ``fit`` at; None if none.
+
+    The data sampler is moved there before ``fit``, so a resumed run trains its remaining
+    epochs on the batches the uninterrupted run would have drawn. A metadata file that
+    cannot be read gives None: Keras then reports the problem when it restores.
+    """
+    path = Path(backup_dir) / BACKUP_METADATA
+    try:
+        epoch = json.loads(path.read_text(encoding="utf-8")).get("epoch")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return None
+    return epoch

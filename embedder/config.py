@@ -62,6 +62,14 @@ class TrainingConfig:
     epochs: int = _field(20, "upper bound on epochs (early stopping usually ends sooner)")
     learning_rate: float = _field(2e-3, "peak Adam learning rate (warm-up, cosine decay)")
     warmup_epochs: float = _field(1.0, "epochs of linear learning-rate warm-up")
+    freeze_backbone_epochs: int | None = _field(
+        None, "fine-tuning: first epochs train only the embedding head, the backbone "
+        "frozen (its BatchNorm in inference mode); then all layers but the backbone's "
+        "BatchNorm train (default: 1 when starting from pretrained weights or a .keras "
+        "encoder and epochs > 1, else 0)", metavar="N")
+    fine_tune_learning_rate_factor: float = _field(
+        0.1, "learning rate of the epochs after the frozen-backbone ones, relative to "
+        "learning_rate (their own warm-up and cosine decay)", metavar="FACTOR")
     patience: int = _field(5, "epochs without a better validation MAP@R before stopping")
     validation_fraction: float = _field(0.1, "stratified hold-out for validation "
                                         "retrieval, early stopping and best weights; 0: none")
@@ -99,6 +107,7 @@ class TrainingConfig:
         _check_number("samples_per_class", self.samples_per_class, Integral, 2, None)
         _check_number("epochs", self.epochs, Integral, 1, None)
         _check_number("warmup_epochs", self.warmup_epochs, Real, 0, None)
+        _check_fine_tuning(self)
         _check_number("patience", self.patience, Integral, 0, None)
         _check_number("verbose", self.verbose, Integral, 0, None)
         _check_open_interval("learning_rate", self.learning_rate, 0, math.inf)
@@ -123,7 +132,8 @@ class TrainingConfig:
         """Whether triplets are mined inside P x K batches (every loss but ``"triplet"``)."""
         return self.loss != "triplet"
 
-    def resolve(self, n_classes: int, n_replicas: int = 1) -> TrainingConfig:
+    def resolve(self, n_classes: int, n_replicas: int = 1, *,
+                pretrained: bool = False) -> TrainingConfig:
         """The config with the data-dependent defaults filled in.
 
         Parameters
@@ -132,6 +142,10 @@ class TrainingConfig:
             Classes in the training set.
         n_replicas : int, default=1
             Replicas that share each batch (``tf.distribute``).
+        pretrained : bool, default=False
+            Whether the encoder starts from pretrained weights (a ``weights`` file or
+            ``"imagenet"``, or a saved ``.keras`` encoder): decides the default
+            ``freeze_backbone_epochs``.
 
         Returns
         -------
@@ -142,6 +156,10 @@ class TrainingConfig:
             (``cross_replica=False``) the default P is a multiple of ``n_replicas``:
             a batch is laid out class by class and split evenly, so every replica then
             gets whole classes, with positives for every anchor.
+            ``freeze_backbone_epochs`` None becomes 1 for a pretrained start with more
+            than one epoch, else 0; ``fine_tune_learning_rate_factor`` becomes 1.0 when
+            no epochs follow a frozen-backbone phase (nothing is lowered), so the
+            resolved config says what is applied.
         """
         margin = self.margin
         if margin is None:
@@ -151,7 +169,15 @@ class TrainingConfig:
             p = int(min(n_classes, max(2, TARGET_BATCH_SIZE // self.samples_per_class)))
             if n_replicas > 1 and not self.cross_replica and self.in_batch:
                 p = max(n_replicas, p - p % n_replicas)
-        return self.replace(margin=float(margin), classes_per_batch=p)
+        freeze = self.freeze_backbone_epochs
+        if freeze is None:
+            # One head-only epoch protects pretrained features from the large gradients a
+            # randomly initialised head sends back; from scratch there is nothing to keep.
+            freeze = 1 if pretrained and self.epochs > 1 else 0
+        factor = self.fine_tune_learning_rate_factor if 0 < freeze < self.epochs else 1.0
+        return self.replace(margin=float(margin), classes_per_batch=p,
+                            freeze_backbone_epochs=int(freeze),
+                            fine_tune_learning_rate_factor=float(factor))
 
     # ------------------------------------------------------------- conversion
     def replace(self, **changes) -> TrainingConfig:
@@ -197,6 +223,19 @@ def _check_number(name, value, kind, low, high, *, optional=False):
     if not valid:
         raise ValueError(f"{name} must be {expected} >= {low}"
                          f"{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_fine_tuning(config):
+    _check_number("freeze_backbone_epochs", config.freeze_backbone_epochs, Integral, 0,
+                  None, optional=True)
+    freeze = config.freeze_backbone_epochs
+    if freeze is not None and freeze > config.epochs:  # epochs is checked before
+        raise ValueError(f"freeze_backbone_epochs must be at most epochs ({config.epochs}), "
+                         f"got {freeze!r}")
+    factor = config.fine_tune_learning_rate_factor
+    if isinstance(factor, bool) or not isinstance(factor, Real) or not 0 < factor <= 1:
+        raise ValueError("fine_tune_learning_rate_factor must be a number in (0, 1], got "
+                         f"{factor!r}")
 
 
 def _check_open_interval(name, value, low, high):

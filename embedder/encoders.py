@@ -37,6 +37,10 @@ ENCODERS: dict[str, Callable] = {}
 #: distance 0.06 vs 1.3 in training mode after 2 epochs). 0.9 settles in ~50 steps.
 BN_MOMENTUM = 0.9
 _LOADS_OWN_WEIGHTS: set[str] = set()
+#: Names of the layers :func:`embedding_head` adds: the part of an encoder that trains
+#: alone while the backbone is frozen (:mod:`embedder.fine_tuning`). Names survive saving
+#: to ``.keras``, so a saved encoder's head is found the same way.
+HEAD_LAYER_NAMES = ("embedding", "l2_normalize")
 
 
 def register_encoder(name: str, *, loads_weights: bool = False):
@@ -110,10 +114,15 @@ class SafeUnitNormalization(layers.Layer):
 
 
 def embedding_head(features, embedding_dim):
-    """Dense projection to ``embedding_dim`` then :class:`SafeUnitNormalization` per row."""
-    x = layers.Dense(embedding_dim, name="embedding")(features)
+    """Dense projection to ``embedding_dim`` then :class:`SafeUnitNormalization` per row.
+
+    The two layers are named :data:`HEAD_LAYER_NAMES`, which is how fine-tuning tells
+    the head from the backbone.
+    """
+    dense_name, norm_name = HEAD_LAYER_NAMES
+    x = layers.Dense(embedding_dim, name=dense_name)(features)
     # float32 so the normalisation is exact under a float16 policy
-    return SafeUnitNormalization(dtype="float32", name="l2_normalize")(x)
+    return SafeUnitNormalization(dtype="float32", name=norm_name)(x)
 
 
 def _conv_bn_relu(x, filters, name):

@@ -30,7 +30,11 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
     starting point (fine-tuning), on class-balanced P x K batches with in-batch mining.
     ``transform`` returns one unit-norm float32 row per image, ready for kNN,
     logistic-regression or SVM heads in a ``Pipeline``. To use a saved encoder without
-    training it, use :class:`embedder.FrozenEmbedder`.
+    training it, use :class:`embedder.FrozenEmbedder`. A pretrained start (``weights``,
+    or a ``.keras`` encoder) follows Keras's fine-tuning recipe by default: one epoch
+    trains only the new embedding head on the frozen backbone, the rest train the whole
+    encoder at a tenth of the learning rate (``freeze_backbone_epochs``,
+    ``fine_tune_learning_rate_factor``).
 
     The training settings are gathered into one :class:`embedder.config.TrainingConfig`
     (``config_`` after ``fit``); see it for the recipe.
@@ -66,6 +70,18 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         Peak Adam rate, reached after the warm-up, then cosine decay.
     warmup_epochs : float, default=1
         Epochs of linear learning-rate warm-up.
+    freeze_backbone_epochs : int or None, default=None
+        Fine-tuning recipe for a pretrained start: these first epochs train only the
+        embedding head (the final Dense and normalisation) while the backbone is frozen,
+        its BatchNormalization in inference mode; the later epochs train every layer but
+        the backbone's BatchNormalization, at ``learning_rate *
+        fine_tune_learning_rate_factor``. ``None``: 1 when the encoder starts from
+        pretrained weights (``weights`` given, or a ``.keras`` encoder) and ``epochs > 1``,
+        else 0 (all layers train from the first epoch). At most ``epochs``.
+    fine_tune_learning_rate_factor : float, default=0.1
+        Peak learning rate of the epochs after the frozen-backbone ones, relative to
+        ``learning_rate`` (with their own warm-up and cosine decay); in (0, 1]. Used only
+        when a frozen-backbone phase runs.
     patience : int, default=5
         Epochs without a better validation MAP@R before early stopping.
     validation_fraction : float, default=0.1
@@ -95,10 +111,13 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
     encoder_ : keras.Model
         The trained encoder.
     config_ : TrainingConfig
-        The settings used, with the data-dependent defaults resolved.
+        The settings used, with the data-dependent defaults resolved and the
+        fine-tuning recipe as applied: ``freeze_backbone_epochs`` a number, and
+        ``fine_tune_learning_rate_factor`` 1.0 when no lowered phase ran.
     history_ : dict of str -> list
         Per-epoch training logs (loss, active triplet fraction, mean positive/negative
-        distance, embedding norms, validation P@1/MAP@R, ``collapsed`` flags).
+        distance, embedding norms, validation P@1/MAP@R, ``collapsed`` flags, the
+        ``learning_rate`` at each epoch's end and ``backbone_frozen`` flags).
     validation_ : dict
         ``used`` (bool), ``n_images`` and ``reason`` (why no validation split was made,
         in which case early stopping was off and the last epoch was kept).
@@ -142,6 +161,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "freeze_backbone_epochs": [Interval(Integral, 0, None, closed="left"), None],
+        "fine_tune_learning_rate_factor": [Interval(Real, 0, 1, closed="right")],
         "patience": [Interval(Integral, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "augment": ["boolean"],
@@ -169,6 +190,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         epochs=20,
         learning_rate=2e-3,
         warmup_epochs=1,
+        freeze_backbone_epochs=None,
+        fine_tune_learning_rate_factor=0.1,
         patience=5,
         validation_fraction=0.1,
         augment=False,
@@ -191,6 +214,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.warmup_epochs = warmup_epochs
+        self.freeze_backbone_epochs = freeze_backbone_epochs
+        self.fine_tune_learning_rate_factor = fine_tune_learning_rate_factor
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.augment = augment
@@ -258,13 +283,21 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
             with strategy_scope(strategy), dtype_policy(config.precision):
                 encoder = self._initial_encoder()
             run = build_training_run(encoder, images, y_enc, config,
-                                     input_shape=self.input_shape_, strategy=strategy)
+                                     input_shape=self.input_shape_, strategy=strategy,
+                                     pretrained=self._pretrained_start())
             self.history_ = run_training(run)
         self.encoder_ = encoder
         self.config_ = run.config
         self.validation_ = run.validation
         self.collapsed_ = bool(any(v == 1 for v in self.history_.get("collapsed", [])))
         self.training_fingerprints_ = image_fingerprints(images)
+
+    def _pretrained_start(self):
+        """Whether training starts from learnt weights (decides the frozen-head epoch)."""
+        from embedder.encoders import available_encoders
+
+        registered = isinstance(self.encoder, str) and self.encoder in available_encoders()
+        return self.weights is not None or not registered
 
     def _initial_encoder(self):
         from embedder.encoders import available_encoders, build_encoder

@@ -17,7 +17,6 @@ cannot be decoded stops a pipeline with a TensorFlow error naming it; iterate in
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -194,14 +193,18 @@ def decode_all(paths, input_shape, batch_size=256):
 
 
 def _epoch_indices(sampler):
-    """A dataset of the sampler's index batches, one Python call per *epoch*, not per batch."""
+    """A dataset of the sampler's index batches, one Python call per *epoch*, not per batch.
+
+    Every new iterator starts at ``sampler.next_epoch`` and draws epochs by index, leaving
+    the sampler as it is: under a tf.distribute strategy Keras's fit reads a batch to build
+    the model, then starts a new iterator, and both must see the same batches (else 1 and
+    2 replicas train on other ones); a resumed fit starts where the run stopped.
+    """
     def epochs():
-        # Every iterator replays the sampler from its state now: under a tf.distribute
-        # strategy Keras's fit reads a batch to build the model, then starts a new
-        # iterator; without the copy 1 and 2 replicas trained on other batches.
-        replay = copy.deepcopy(sampler)
+        epoch = sampler.next_epoch
         while True:
-            yield np.stack(replay.epoch())
+            yield np.stack(sampler.epoch(epoch))
+            epoch += 1
 
     spec = tf.TensorSpec((None, sampler.batch_size), tf.int64)
     return tf.data.Dataset.from_generator(epochs, output_signature=spec).unbatch()
@@ -211,9 +214,11 @@ def training_dataset(X, y, sampler, input_shape, augment=False):
     """Endless ``(images float32 (P*K, *input_shape), labels int32 (P*K,))`` batches.
 
     Index batches come from ``sampler`` (a :class:`~embedder.sampling.PKSampler`), freshly
-    drawn every epoch; ``len(sampler)`` batches make one epoch. Integer ``y`` is kept as
-    int32, other labels become their index in ``np.unique(y)``. ``augment=True`` adds a
-    random horizontal flip, a shift of up to 10% and a brightness change of up to 20%.
+    drawn every epoch; ``len(sampler)`` batches make one epoch. Each iterator of the
+    dataset starts at epoch ``sampler.next_epoch`` (``sampler.set_epoch`` moves it).
+    Integer ``y`` is kept as int32, other labels become their index in ``np.unique(y)``.
+    ``augment=True`` adds a random horizontal flip, a shift of up to 10% and a brightness
+    change of up to 20%.
     """
     n = len(X)
     labels = tf.constant(_encode_labels(y, n))

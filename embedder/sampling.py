@@ -54,6 +54,26 @@ def check_class_sizes(labels, min_size=2):
     return classes, counts
 
 
+def _base_seed(random_state) -> int:
+    """The integer seed of a ``random_state`` (int, numpy Generator or None)."""
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+        raise ValueError("random_state must be an int, a numpy Generator or None, got "
+                         f"{random_state!r}")
+    if random_state < 0:
+        raise ValueError(f"random_state must be a non-negative int, got {random_state!r}")
+    return int(random_state)
+
+
+def _epoch_index(value, name) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 class PKSampler:
     """Batches of P classes x K images that cover every image of every class per epoch.
 
@@ -74,7 +94,11 @@ class PKSampler:
         K >= 2. Classes with fewer than K images are sampled with replacement within a
         batch (a ``UserWarning`` names them).
     random_state : int, numpy Generator or None
-        Seed; the sequence of batches is deterministic given it.
+        Seed; the sequence of batches is deterministic given it. Epoch ``e`` is drawn
+        from its own generator, seeded by ``(seed, e)``, so :meth:`epoch` can start at
+        any epoch (a resumed run continues with the batches an uninterrupted run would
+        have drawn, as ``torch``'s ``DistributedSampler.set_epoch`` does). A Generator
+        gives one seed, drawn from it here; None draws a fresh one.
 
     Attributes
     ----------
@@ -103,7 +127,8 @@ class PKSampler:
             )
         self.classes_per_batch, self.samples_per_class = int(p), int(k)
         self.random_state = random_state
-        self._rng = np.random.default_rng(random_state)
+        self._seed = _base_seed(random_state)
+        self._next_epoch = 0
         codes = np.searchsorted(self.classes_, labels)
         self._members = [np.flatnonzero(codes == c) for c in range(n_classes)]
         small = self.classes_[counts < k]
@@ -128,9 +153,9 @@ class PKSampler:
         while True:
             yield from self.epoch()
 
-    def _chunks_of(self, members):
+    def _chunks_of(self, members, rng):
         """Shuffle one class and cut it into chunks of K, completing the last chunk."""
-        k, rng = self.samples_per_class, self._rng
+        k = self.samples_per_class
         queue = rng.permutation(members)
         if len(queue) < k:  # too few images: all of them, plus repeats
             return [np.concatenate([queue, rng.choice(queue, k - len(queue))])]
@@ -141,17 +166,38 @@ class PKSampler:
             chunks[-1] = np.concatenate([chunks[-1], rng.choice(others, missing, replace=False)])
         return chunks
 
-    def _filler(self, members):
+    def _filler(self, members, rng):
         k = self.samples_per_class
-        return self._rng.choice(members, k, replace=len(members) < k)
+        return rng.choice(members, k, replace=len(members) < k)
 
-    def epoch(self) -> list[np.ndarray]:
+    @property
+    def next_epoch(self) -> int:
+        """The epoch that :meth:`epoch` without an index draws next."""
+        return self._next_epoch
+
+    def set_epoch(self, epoch) -> None:
+        """Make ``epoch`` (0-based) the next one drawn, e.g. the epoch a resumed run is at."""
+        self._next_epoch = _epoch_index(epoch, "epoch")
+
+    def epoch(self, index=None) -> list[np.ndarray]:
         """One epoch: ``batches_per_epoch`` int64 arrays of exactly P * K indices each.
 
         Each batch holds P distinct classes, K consecutive indices per class.
+
+        Parameters
+        ----------
+        index : int or None, default=None
+            Which epoch (0-based); the same index always gives the same batches and
+            leaves :attr:`next_epoch` as it is. None: epoch :attr:`next_epoch`, which then
+            moves on by one.
         """
-        rng, p = self._rng, self.classes_per_batch
-        queues = [self._chunks_of(m) for m in self._members]
+        if index is None:
+            index = self._next_epoch
+            self._next_epoch += 1
+        index = _epoch_index(index, "index")
+        rng = np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=(index,)))
+        p = self.classes_per_batch
+        queues = [self._chunks_of(m, rng) for m in self._members]
         remaining = np.array([len(q) for q in queues])
         batches = []
         for _ in range(self.batches_per_epoch):
@@ -163,7 +209,7 @@ class PKSampler:
                     parts.append(queues[c][len(queues[c]) - remaining[c]])
                     remaining[c] -= 1
                 else:
-                    parts.append(self._filler(self._members[c]))
+                    parts.append(self._filler(self._members[c], rng))
             batches.append(np.concatenate(parts).astype(np.int64))
         return batches
 

@@ -9,7 +9,9 @@ positive and negative through the *same* encoder (weight sharing).
 
 :func:`build_training_run` assembles the compiled model, the dataset and the callbacks;
 :func:`run_training` runs ``model.fit`` and returns the history. Benchmarks and tests use
-the two halves directly; :func:`train_encoder` does both.
+the two halves directly; :func:`train_encoder` does both. A pretrained start trains in two
+phases, one ``fit`` each: the head on a frozen backbone, then the whole encoder at a lower
+rate (:mod:`embedder.fine_tuning`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import shutil
 
 import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from embedder import fine_tuning
 from embedder.callbacks import CollapseDetector, HistoryRecorder, RetrievalValidation
 from embedder.checkpoints import claim_checkpoint_dir
 from embedder.config import MULTI_WORKER_UNSUPPORTED, TrainingConfig
@@ -57,13 +61,21 @@ class TrainingRun:
     steps_per_epoch : int
         Batches per epoch (every image of every class is visited once per epoch).
     callbacks : list of keras.callbacks.Callback
-        Validation, early stopping, collapse detection, checkpoints, history, then the
-        caller's own.
+        Validation, early stopping, collapse detection, history, then the caller's own:
+        the callbacks of the whole run. Each ``fit`` adds its own in front: the
+        learning-rate logger and, with ``checkpoint_dir``, the phase's backup.
     config : TrainingConfig
-        The resolved configuration (margin and P filled in).
+        The resolved configuration (margin, P and the fine-tuning phases filled in).
     validation : dict
         ``used`` (bool), ``n_images`` (validation images) and ``reason`` (why the split
         was skipped, else None).
+    phases : list of embedder.fine_tuning.Phase
+        One ``fit`` each; ``model`` is compiled for the first.
+    strategy : tf.distribute.Strategy or None
+        The strategy whose scope later phases are compiled in.
+    sampler : embedder.sampling.PKSampler or None
+        The in-batch losses' sampler (None for ``loss="triplet"``): each ``fit`` sets the
+        epoch it starts at.
     """
 
     model: keras.Model
@@ -73,6 +85,9 @@ class TrainingRun:
     callbacks: list
     config: TrainingConfig
     validation: dict
+    phases: list = dataclasses.field(default_factory=list)
+    strategy: object = None
+    sampler: object = None
 
 
 def split_validation(y, fraction, random_state=None):
@@ -120,13 +135,18 @@ def _take(X, idx):
     return X[idx] if isinstance(X, np.ndarray) else np.asarray(X)[idx]
 
 
-def learning_rate_schedule(config, steps_per_epoch):
-    """Linear warm-up then cosine decay to 1% of ``config.learning_rate``."""
+def learning_rate_schedule(config, steps_per_epoch, epochs=None, scale=1.0):
+    """Linear warm-up then cosine decay to 1% of the peak ``config.learning_rate * scale``.
+
+    The schedule spans ``epochs`` (default ``config.epochs``): one phase of fine-tuning
+    has its own schedule over its own epochs.
+    """
     # A cold start at full rate is what tips triplet training into the collapsed state,
     # and a decaying rate makes the last epochs settle.
-    total = max(1, steps_per_epoch * config.epochs)
+    epochs = config.epochs if epochs is None else epochs
+    total = max(1, steps_per_epoch * epochs)
     warmup = min(int(steps_per_epoch * config.warmup_epochs), total - 1)
-    rate = config.learning_rate
+    rate = config.learning_rate * scale
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=rate * 0.1 if warmup else rate,
         decay_steps=max(1, total - warmup), alpha=0.01,
@@ -198,30 +218,33 @@ def _training_model(encoder, config):
     return model
 
 
-def _compile(model, config, steps):
-    optimizer = keras.optimizers.Adam(learning_rate_schedule(config, steps))
+def _compile(model, config, steps, phase):
+    """Compile ``model`` for ``phase``: a new optimizer, so a phase that trains other
+    variables starts with fresh moments and its own schedule."""
+    schedule = learning_rate_schedule(config, steps, phase.epochs, phase.rate_scale)
+    optimizer = keras.optimizers.Adam(schedule)
     if config.precision == "mixed_float16":
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
         optimizer=optimizer, loss=getattr(model, "offline_loss", None),
         # Tracing the compiled step costs 1-2 s; a handful of steps run faster eagerly.
-        run_eagerly=steps * config.epochs <= EAGER_MAX_STEPS,
+        run_eagerly=steps * phase.epochs <= EAGER_MAX_STEPS,
     )
 
 
 def _dataset(X_train, y_train, config, input_shape):
-    """Training batches and steps per epoch for the resolved ``config``."""
+    """Training batches, steps per epoch and sampler (None: offline triplets)."""
     batch_size = config.classes_per_batch * config.samples_per_class
     if not config.in_batch:
         steps = max(1, -(-len(y_train) // batch_size))
         data = offline_triplet_dataset(X_train, y_train, input_shape, batch_size,
                                        steps * batch_size, config.random_state)
-        return data, steps
+        return data, steps, None
     sampler = PKSampler(y_train, config.classes_per_batch, config.samples_per_class,
                         config.random_state)
     data = training_dataset(X_train, y_train, sampler, input_shape, augment=config.augment)
-    return data, len(sampler)
+    return data, len(sampler), sampler
 
 
 def _callbacks(encoder, X, y, val_idx, config, input_shape):
@@ -233,12 +256,11 @@ def _callbacks(encoder, X, y, val_idx, config, input_shape):
             monitor="val_map_at_r", mode="max", patience=config.patience,
             restore_best_weights=True, verbose=int(config.verbose > 0)))
     callbacks.append(CollapseDetector(margin=config.margin))
-    if config.checkpoint_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(config.checkpoint_dir)))
     return callbacks
 
 
-def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, callbacks=()):
+def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, callbacks=(),
+                       pretrained=False):
     """Assemble the compiled model, data and callbacks of one training run.
 
     Parameters
@@ -257,11 +279,22 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
     strategy : tf.distribute.Strategy or None, default=None
         From :func:`make_strategy`; the model is built and compiled in its scope.
     callbacks : sequence of keras.callbacks.Callback, default=()
-        Extra callbacks, run after the trainer's own.
+        Extra callbacks, run after the trainer's own. With a frozen-backbone phase they
+        see the run as one training: ``on_train_begin`` once, before the first phase,
+        and ``on_train_end`` once, after the last.
+    pretrained : bool, default=False
+        Whether ``encoder`` starts from pretrained weights: with
+        ``freeze_backbone_epochs=None`` the first epoch then trains only the head.
 
     Returns
     -------
     TrainingRun
+
+    Raises
+    ------
+    ValueError
+        For invalid settings, or a frozen-backbone phase asked of an encoder without
+        the named embedding head (:func:`embedder.fine_tuning.check_head`).
     """
     y = np.asarray(y)
     config = config.validate()
@@ -269,11 +302,14 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
                                                   config.random_state)
     X_train, y_train = _take(X, train_idx), y[train_idx]
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-    config = config.resolve(len(np.unique(y_train)), n_replicas=replicas)
-    dataset, steps = _dataset(X_train, y_train, config, input_shape)
+    config = config.resolve(len(np.unique(y_train)), n_replicas=replicas,
+                            pretrained=pretrained)
+    fine_tuning.check_head(encoder, config)
+    phases = fine_tuning.plan_phases(config)
+    dataset, steps, sampler = _dataset(X_train, y_train, config, input_shape)
     with strategy_scope(strategy):
         model = _training_model(encoder, config)
-        _compile(model, config, steps)
+        _compile(model, config, steps, phases[0])
     if config.checkpoint_dir is not None:
         claim_checkpoint_dir(config, encoder, X_train, y_train, input_shape)
     own = _callbacks(encoder, X, y, val_idx, config, input_shape)
@@ -281,36 +317,56 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
     validation = {"used": val_idx is not None, "reason": reason,
                   "n_images": 0 if val_idx is None else len(val_idx)}
     return TrainingRun(model, encoder, dataset, steps, own + list(callbacks), config,
-                       validation)
+                       validation, phases, strategy, sampler)
 
 
 def run_training(run):
-    """Run ``model.fit`` for ``run``; return the whole run's history.
+    """Run one ``model.fit`` per phase of ``run``; return the whole run's history.
+
+    A frozen-backbone phase (see :mod:`embedder.fine_tuning`) trains only the embedding
+    head; the next phase is compiled with its own optimizer and schedule and continues
+    at the epoch where the first stopped. Early stopping or a collapse in a phase ends
+    the run. The encoder keeps its ``trainable`` flags.
 
     Returns
     -------
     dict of str -> list of float
         Per-epoch ``loss``, ``active_fraction``, ``pos_distance``, ``neg_distance``,
         ``norm_mean``, ``norm_std``, ``val_precision_at_1``, ``val_r_precision``,
-        ``val_map_at_r``, ``val_spread``, ``collapsed`` and ``learning_rate`` (those that
-        apply); after a resume from ``checkpoint_dir`` it holds the earlier epochs too.
+        ``val_map_at_r``, ``val_spread``, ``collapsed``, ``learning_rate`` (at the end of
+        the epoch) and ``backbone_frozen`` (those that apply), all phases in order;
+        after a resume from ``checkpoint_dir`` it holds the earlier epochs too.
     """
-    with decode_errors():
-        run.model.fit(
-            run.dataset, epochs=run.config.epochs, steps_per_epoch=run.steps_per_epoch,
-            callbacks=run.callbacks, verbose=run.config.verbose,
-            shuffle=False,  # the sampler already shuffles
-        )
+    phases = run.phases or fine_tuning.plan_phases(run.config)
+    flags = fine_tuning.trainable_flags(run.encoder)
+    try:
+        with decode_errors():
+            for index, phase in enumerate(phases):
+                fine_tuning.set_phase_layers(run.encoder, phase, flags)
+                if index:
+                    with strategy_scope(run.strategy):
+                        _compile(run.model, run.config, run.steps_per_epoch, phase)
+                fine_tuning.fit_phase(run, phases, index)
+                if run.model.stop_training:
+                    break
+            if len(phases) > 1:
+                fine_tuning.end_run(run.callbacks)  # e.g. early stopping's best weights
+    finally:
+        fine_tuning.restore_trainable(flags)
+    if index < len(phases) - 1 and run.config.checkpoint_dir is not None:
+        # the last phase's backup deletes the folder of a finished run; it did not run
+        shutil.rmtree(run.config.checkpoint_dir, ignore_errors=True)
     recorder = next(c for c in run.callbacks if isinstance(c, HistoryRecorder))
     return recorder.history
 
 
-def train_encoder(encoder, X, y, config, *, input_shape, strategy=None, callbacks=()):
+def train_encoder(encoder, X, y, config, *, input_shape, strategy=None, callbacks=(),
+                  pretrained=False):
     """Train ``encoder`` in place; return the history dict (build, then run).
 
     See :func:`build_training_run` for the parameters and :func:`run_training` for the
     returned history.
     """
     run = build_training_run(encoder, X, y, config, input_shape=input_shape,
-                             strategy=strategy, callbacks=callbacks)
+                             strategy=strategy, callbacks=callbacks, pretrained=pretrained)
     return run_training(run)

@@ -46,6 +46,17 @@ def _trainable_embedder(args, X, encoder):
                            verbose=progress(), **params)
 
 
+def _fine_tuning_line(config) -> str:
+    frozen = config.freeze_backbone_epochs
+    if not frozen:
+        return "none: all layers trained from the first epoch"
+    line = f"backbone frozen for {frozen} epoch{'s' * (frozen > 1)} (head only)"
+    if frozen < config.epochs:
+        factor = config.fine_tune_learning_rate_factor
+        line += f", then all but its BatchNorm at {factor:g} x the learning rate"
+    return line
+
+
 def _validation_line(embedder) -> str:
     validation = getattr(embedder, "validation_", None) or {}
     if validation.get("used"):
@@ -68,6 +79,7 @@ def train(args):
          "embeddings"),
         ("images", f"{len(y)} ({len(embedder.classes_)} classes)"),
         ("epochs run", len(hist.get("loss", []))),
+        ("fine-tuning", _fine_tuning_line(embedder.config_)),
         ("final loss", _final(hist, "loss")),
         ("final val P@1", _final(hist, "val_precision_at_1")),
         ("final val MAP@R", _final(hist, "val_map_at_r")),

@@ -284,6 +284,24 @@ def test_training_dataset_from_arrays():
     assert seen == set(range(len(y)))
 
 
+def test_training_dataset_iterators_start_at_the_samplers_epoch():
+    y = np.repeat([3, 5, 7], [4, 6, 5])
+    X = _index_images(len(y))
+    sampler = PKSampler(y, 2, 3, random_state=0)
+    ds = training_dataset(X, y, sampler, (4, 4, 1))
+    n = len(sampler)
+
+    def read(k):
+        return np.stack([b[0].numpy()[:, 0, 0, 0] for b in ds.take(k)]).astype(int)
+
+    np.testing.assert_array_equal(read(2 * n), np.concatenate([sampler.epoch(0),
+                                                               sampler.epoch(1)]))
+    np.testing.assert_array_equal(read(n), sampler.epoch(0))  # a new iterator: same start
+    sampler.set_epoch(1)
+    np.testing.assert_array_equal(read(n), sampler.epoch(1))
+    assert sampler.next_epoch == 1  # iterating never moves the sampler on
+
+
 def test_training_dataset_from_paths_with_string_labels(shapes_folder):
     root, X, y, _ = shapes_folder
     P, names = load_dataset(root)

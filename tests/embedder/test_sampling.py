@@ -89,6 +89,27 @@ def test_iter_is_endless_and_deterministic():
     assert not np.array_equal(np.concatenate(c.epoch()), np.concatenate(first[: len(a)]))
 
 
+def test_epochs_by_index_and_set_epoch():
+    labels = _labels([5, 6, 7])
+    a = PKSampler(labels, 2, 2, random_state=3)
+    drawn = [np.stack(a.epoch()) for _ in range(3)]
+    assert a.next_epoch == 3
+    b = PKSampler(labels, 2, 2, random_state=3)
+    np.testing.assert_array_equal(np.stack(b.epoch(2)), drawn[2])  # any epoch, directly
+    assert b.next_epoch == 0  # an explicit index leaves the counter alone
+    b.set_epoch(1)
+    np.testing.assert_array_equal(np.stack(b.epoch()), drawn[1])
+    assert b.next_epoch == 2
+    assert not np.array_equal(drawn[0], drawn[1])  # each epoch is shuffled anew
+    with pytest.raises(ValueError, match=r"epoch must be a non-negative integer, got -1"):
+        b.set_epoch(-1)
+    with pytest.raises(ValueError, match=r"index must be a non-negative integer, got 1.5"):
+        b.epoch(1.5)
+    with pytest.raises(ValueError, match=r"random_state must be an int, a numpy Generator "
+                       r"or None, got 'x'"):
+        PKSampler(labels, 2, 2, random_state="x")
+
+
 def test_default_classes_per_batch():
     sampler = PKSampler(_labels([4] * 20), None, 4)
     assert sampler.classes_per_batch == 16 and sampler.batch_size == 64

@@ -100,12 +100,12 @@ def test_resume_from_checkpoint_continues_the_same_run(shapes16, tmp_path):
     fresh = _encoder(seed=1)  # a new process would rebuild the model from scratch
     history = _train(fresh, X, y, **settings)
     # the resumed run reports all 4 epochs: the 2 recorded before the interruption, then
-    # epochs 3-4 continued from the saved weights (a fresh start would begin near 0.187).
-    # The batches of epochs 3-4 are drawn anew, so they match the uninterrupted run only
-    # approximately.
+    # epochs 3-4 continued from the saved weights and optimizer state, on the batches the
+    # uninterrupted run drew for them (the sampler starts at the resumed epoch), so they
+    # match it up to float reordering; a fresh start would begin near 0.187.
     assert len(history["loss"]) == 4
     np.testing.assert_allclose(history["loss"][:2], full["loss"][:2], rtol=1e-5)
-    np.testing.assert_allclose(history["loss"][2:], full["loss"][2:], rtol=0.05)
+    np.testing.assert_allclose(history["loss"][2:], full["loss"][2:], rtol=1e-3)
     assert history["loss"][2] < history["loss"][0] - 0.02
 
 

@@ -69,6 +69,29 @@ def test_train_saves_encoder_and_prints_summary(trained):
     assert "40 (5 classes)" in out
 
 
+def test_train_fine_tunes_from_a_weights_file(workdir, tmp_path):
+    import keras
+
+    from embedder.encoders import build_encoder
+
+    keras.utils.set_random_seed(0)
+    weights = tmp_path / "start.weights.h5"
+    build_encoder("small_cnn", (16, 16, 3), 8).save_weights(weights)
+    argv = ["train", workdir / "images", "--out", tmp_path / "tuned.keras", *TINY,
+            "--weights", weights]
+    code, out, err = _run([*argv, "--epochs", "2", "--fine-tune-learning-rate-factor",
+                           "0.5"])
+    assert code == 0, err
+    assert "backbone frozen for 1 epoch (head only), then all but its BatchNorm at 0.5 x " \
+           "the learning rate" in out
+    assert (tmp_path / "tuned.keras").is_file()
+    code, out, err = _run([*argv, "--freeze-backbone-epochs", "0"])
+    assert code == 0, err
+    assert "none: all layers trained from the first epoch" in out
+    _assert_user_error(_run([*argv, "--freeze-backbone-epochs", "2"]),
+                       r"freeze_backbone_epochs must be at most epochs \(1\), got 2")
+
+
 def test_evaluate_per_fold_writes_report_and_model(evaluated):
     out, (code, stdout, err) = evaluated
     assert code == 0, err
