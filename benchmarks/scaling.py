@@ -121,7 +121,9 @@ def streaming_memory(sizes):
             out = Path(tmp) / f"emb-{n}.npy"
             r = embed_peak(encoder, listing, out)
             Z = np.load(out, mmap_mode="r")
-            assert Z.shape == (n, DIM), Z.shape
+            if Z.shape != (n, DIM):
+                raise ValueError(f"{out} holds an array of shape {Z.shape}, expected "
+                                 f"{(n, DIM)}")
             runs.append({"n": n, "peak_rss_mb": round(r["peak_kb"] / 1024, 1),
                          "seconds": round(r["seconds"], 2),
                          "images_per_second": round(n / r["seconds"], 1)})
