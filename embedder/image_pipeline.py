@@ -41,6 +41,20 @@ __all__ = [
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _without_autotune_thread(ds):
+    """``ds`` with tf.data's autotuning model switched off (parallel maps use one call per
+    core, prefetch buffers grow on their own).
+
+    The autotuning thread sleeps on a timer that deleting the iterator does not cut short
+    (TF 2.21): at the end of a long ``fit`` the main thread waited for it to wake, up to
+    40 s after a 45 s fit (2 of 5 two-epoch peer runs; none of 5 with it off, at the same
+    throughput). Measured in ``benchmarks/results/teardown.jsonl``.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def _as_paths(X, name="X"):
     """``X`` as a list of existing file paths, or ``None`` if it is not paths (an array)."""
     if not is_paths(X):
@@ -127,7 +141,8 @@ def image_batches(X, input_shape, batch_size=256):
         ds = ds.map(lambda b: fit_to_shape(b, shape), AUTOTUNE)
     # a known length: Keras's predict() warns "ran out of data" on unknown cardinality
     n_batches = -(-len(X) // batch_size)
-    return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(AUTOTUNE)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(AUTOTUNE)
+    return _without_autotune_thread(ds)
 
 
 def _encode_labels(y, n):
@@ -237,7 +252,7 @@ def training_dataset(X, y, sampler, input_shape, augment=False):
         ])
         # sequential map: the layers' random state is updated in order (reproducible)
         ds = ds.map(lambda images, lab: (augmenter(images, training=True), lab))
-    return ds.prefetch(AUTOTUNE)
+    return _without_autotune_thread(ds.prefetch(AUTOTUNE))
 
 
 def offline_triplet_dataset(X, y, input_shape, batch_size, n_triplets, random_state=None):
@@ -267,4 +282,5 @@ def offline_triplet_dataset(X, y, input_shape, batch_size, n_triplets, random_st
         anchor, positive, negative = tf.split(images, 3)
         return (anchor, positive, negative), tf.zeros(tf.shape(anchor)[:1], tf.float32)
 
-    return _gather_dataset(X, indices, input_shape).map(split).prefetch(AUTOTUNE)
+    ds = _gather_dataset(X, indices, input_shape).map(split).prefetch(AUTOTUNE)
+    return _without_autotune_thread(ds)

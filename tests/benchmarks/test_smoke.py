@@ -297,3 +297,19 @@ def test_peak_gflops_formula():
     out = peak_gflops(cores=2, ghz=2.5)
     assert (out["peak_gflops"], out["cores"], out["clock_ghz"]) == (320.0, 2, 2.5)
     assert out["assumption"].startswith("2 cores x 2 FMA units x 16 float32 lanes")
+
+
+def test_report_shows_the_end_of_fit_wait(tmp_path):
+    rows = [{"autotune": "on", "teardown_seconds": 32.9, "images_per_second": 635.4,
+             "images_per_second_without_teardown": 1036.8, "finished": "2026-01-01T00:01:00"},
+            {"autotune": "on", "teardown_seconds": 0.0, "images_per_second": 1073.2,
+             "images_per_second_without_teardown": 1073.2, "finished": "2026-01-01T00:02:00"},
+            {"autotune": "off", "teardown_seconds": 0.0, "images_per_second": 1070.2,
+             "images_per_second_without_teardown": 1070.2, "finished": "2026-01-01T00:03:00"}]
+    (tmp_path / "teardown.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "peer.json").write_text(json.dumps(_record("peer", "quick", "unavailable")))
+    text = report.write_report(tmp_path, tmp_path / "B.md").read_text()
+    assert "## End-of-fit wait (tf.data autotuning)" in text
+    assert "| on | 2 | 1 | 32.9 | 854.3 | 1055.0 |" in text
+    assert "| off | 1 | 0 | - | 1070.2 | 1070.2 |" in text
+    assert "Runs finished 2026-01-01T00:01:00 to 2026-01-01T00:03:00." in text

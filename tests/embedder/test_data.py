@@ -360,3 +360,23 @@ def test_decode_errors_around_keras_predict(shapes_folder, tmp_path):
     with pytest.raises(ValueError, match=r"cannot read image file '.*broken\.jpg'"):
         with decode_errors():
             model.predict(image_batches([*paths, str(bad)], (12, 12, 3), 8), verbose=0)
+
+
+def test_pipelines_switch_off_the_autotuning_thread(shapes_folder):
+    # Its timer kept ``fit`` from returning for up to 40 s after training (see
+    # benchmarks/fit_teardown.py); every pipeline the library builds must carry the option.
+    y = np.repeat([0, 1], 4)
+    X = _index_images(len(y))
+    paths = shapes_folder[3]
+    pipelines = {
+        "training": training_dataset(X, y, PKSampler(y, 2, 2, random_state=0), (4, 4, 1)),
+        "augmented": training_dataset(X, y, PKSampler(y, 2, 2, random_state=0), (4, 4, 1),
+                                      augment=True),
+        "offline": offline_triplet_dataset(X, y, (4, 4, 1), 4, 4, random_state=0),
+        "array batches": image_batches(X, (4, 4, 1)),
+        "file batches": image_batches(paths, (12, 12, 3)),
+    }
+    enabled = {name: ds.options().autotune.enabled for name, ds in pipelines.items()}
+    assert enabled == dict.fromkeys(pipelines, False)
+    # the option does not change what comes out
+    np.testing.assert_array_equal(_all(pipelines["array batches"]), X.astype("float32"))

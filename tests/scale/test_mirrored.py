@@ -7,9 +7,10 @@ instance keys, and a training step with an all-gather after one with an all-redu
 ("Collective instance 100 expected type 2 and data_type 3 but got type 0 and data_type 1").
 
 Stated tolerances: with ``cross_replica=True`` the gradient is the single-device one, so
-the loss curve agrees to 1e-4 and the embeddings to 1e-3. With local mining each replica
-mines its own half of the P x K batch: a different loss, so only the quality is compared
-(retrieval P@1 within 0.1).
+the first epoch's loss agrees to 1e-5; after it the all-reduce's summation order lets the
+curves drift (relative 5e-3 over 3 epochs) and retrieval P@1 agrees within 0.05. With
+local mining each replica mines its own half of the P x K batch: a different loss, so only
+the quality is compared (retrieval P@1 within 0.1).
 """
 
 import json
