@@ -9,7 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR
+from benchmarks.common import RESULTS_DIR, summary
+from benchmarks.fit_teardown import MODES as TEARDOWN_MODES
 from benchmarks.issue14_table import issue_14_table
 from benchmarks.report_sections import SECTIONS
 
@@ -112,12 +113,6 @@ def section(r):
     return lines
 
 
-def _median(values):
-    values = sorted(values)
-    n = len(values)
-    return None if n == 0 else (values[n // 2] + values[(n - 1) // 2]) / 2
-
-
 def teardown_lines(rows):
     """The end-of-fit wait with tf.data autotuning on and off, from ``teardown.jsonl``."""
     lines = [
@@ -129,15 +124,15 @@ def teardown_lines(rows):
         "| autotuning | runs | runs that waited > 1 s | waits (s) | images/s, median "
         "| images/s without the wait, median |", "| --- | --- | --- | --- | --- | --- |",
     ]
-    for mode in ("on", "off"):
+    for mode in TEARDOWN_MODES:
         got = [r for r in rows if r["autotune"] == mode]
         if not got:
             continue
         waits = [r["teardown_seconds"] for r in got if r["teardown_seconds"] > 1]
         lines.append(
             f"| {mode} | {len(got)} | {len(waits)} | {', '.join(map(str, waits)) or '-'} | "
-            f"{_median([r['images_per_second'] for r in got])} | "
-            f"{_median([r['images_per_second_without_teardown'] for r in got])} |")
+            f"{summary(r['images_per_second'] for r in got)['median']} | "
+            f"{summary(r['images_per_second_without_teardown'] for r in got)['median']} |")
     finished = sorted(r.get("finished", "") for r in rows)
     lines += ["", f"Runs finished {finished[0]} to {finished[-1]}."] if finished[0] else []
     return lines

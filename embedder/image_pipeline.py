@@ -46,8 +46,8 @@ def _without_autotune_thread(ds):
     core, prefetch buffers grow on their own).
 
     The autotuning thread sleeps on a timer that deleting the iterator does not cut short
-    (TF 2.21): at the end of a long ``fit`` the main thread waited for it to wake, up to
-    40 s after a 45 s fit (2 of 5 two-epoch peer runs; none of 5 with it off, at the same
+    (TF 2.21): at the end of a long ``fit`` the main thread waited for it to wake, 33-37 s
+    after a ~50 s fit (3 of 5 two-epoch peer runs; none of 5 with it off, at the same
     throughput). Measured in ``benchmarks/results/teardown.jsonl``.
     """
     options = tf.data.Options()

@@ -363,7 +363,7 @@ def test_decode_errors_around_keras_predict(shapes_folder, tmp_path):
 
 
 def test_pipelines_switch_off_the_autotuning_thread(shapes_folder):
-    # Its timer kept ``fit`` from returning for up to 40 s after training (see
+    # Its timer kept ``fit`` from returning for 33-37 s after training (see
     # benchmarks/fit_teardown.py); every pipeline the library builds must carry the option.
     y = np.repeat([0, 1], 4)
     X = _index_images(len(y))
