@@ -141,13 +141,13 @@ def trainer_model(encoder, loss, input_shape, *, n_classes=16, samples_per_class
     """The compiled model that the library's trainer runs for ``encoder``.
 
     Built by :func:`embedder.training.build_training_run` from the default
-    :class:`~embedder.config.TrainingConfig` (``loss`` and the batch shape changed), so
+    :class:`~embedder.training.config.TrainingConfig` (``loss`` and the batch shape changed), so
     the benchmarks time exactly what users run: the trainer's optimizer, loss and
     diagnostics. ``compiled=False`` gives the run so few steps that the trainer compiles
     the model to run eagerly (smoke tests: no graph tracing).
     """
-    from embedder.config import TrainingConfig
-    from embedder.training import EAGER_MAX_STEPS, build_training_run
+    from embedder.training.config import TrainingConfig
+    from embedder.training.run import EAGER_MAX_STEPS, build_training_run
 
     rng = np.random.default_rng(seed)
     # more steps than EAGER_MAX_STEPS, so the trainer compiles the step as it does for users

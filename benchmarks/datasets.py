@@ -126,10 +126,10 @@ def omniglot(which, input_shape=(28, 28, 1), max_classes=None):
 
     Classes are characters (``"alphabet/characterNN"``); set 2 leaves out the alphabets
     that set 1 also has, so its characters are never seen in training. Images are decoded
-    and resized (antialiased) by :func:`embedder.image_pipeline.image_batches`. Cached: callers must
+    and resized (antialiased) by :func:`embedder.data.image_batches`. Cached: callers must
     not modify the arrays (they are read-only).
     """
-    from embedder.image_pipeline import image_batches, iterate_batches
+    from embedder.data.image_pipeline import image_batches, iterate_batches
 
     folder = _unzip(_omniglot_dir() / OMNIGLOT_ZIPS[which - 1])
     skip = OMNIGLOT_SHARED_ALPHABETS if which == 2 else ()

@@ -3,7 +3,7 @@
 Found while profiling the peer run (issue 14): after the last epoch, ``model.fit`` sometimes
 took 5-40 s more to return. py-spy showed the main thread deleting the training iterator
 and joining tf.data's autotuning model thread, which sleeps on a timer that the deletion
-does not cut short. ``embedder.image_pipeline`` therefore switches autotuning off.
+does not cut short. ``embedder.data.image_pipeline`` therefore switches autotuning off.
 
 This script trains the peer network (``benchmarks.peer``, 2 epochs by default) in fresh
 subprocesses, alternating ``autotune=on`` (the pipeline's option switched back on) and
@@ -33,7 +33,7 @@ def _patch(autotune):
     import keras
     import tensorflow as tf
 
-    import embedder.training as training
+    import embedder.training.run as training
 
     marks = {}
     original = training.training_dataset

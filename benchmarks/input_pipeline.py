@@ -2,11 +2,11 @@
 
 The same model (the trainer's compiled in-batch model for ``small_cnn`` at 28x28x1, the
 default loss) trains one epoch of P x K batches from
-:func:`embedder.image_pipeline.training_dataset` fed either the uint8 array or the paths of the same
+:func:`embedder.data.training_dataset` fed either the uint8 array or the paths of the same
 Fashion-MNIST images written as PNG (and JPEG) files. Epochs of the variants alternate;
 the first epoch of each is a warm-up (graph tracing, and it brings the files into the OS
 page cache, as in any multi-epoch training run). Files whose decoded images fit in memory
-are decoded once when the dataset is built (``embedder.image_pipeline.IN_GRAPH_MAX_BYTES``);
+are decoded once when the dataset is built (``embedder.data.image_pipeline.IN_GRAPH_MAX_BYTES``);
 that one-time set-up is timed and reported beside the per-epoch rates.
 """
 
@@ -73,8 +73,8 @@ def _prepared_runs(sources, y, loss, compiled):
     import keras
 
     from embedder import build_encoder
-    from embedder.image_pipeline import training_dataset
-    from embedder.sampling import PKSampler
+    from embedder.data.image_pipeline import training_dataset
+    from embedder.data.sampling import PKSampler
 
     keras.backend.clear_session()
     runs, setup_seconds = {}, {}
@@ -114,7 +114,7 @@ def _target(disk, ratio, setup_seconds, n_images, feed, train):
         if_missed=f"reading, decoding and resizing files runs on the same {os.cpu_count()} "
         f"cores as the training step: the {disk.upper()} pipeline alone delivers {feed:g} "
         f"images/s, {feed / train:.1f}x the {train:.0f} images/s of training from memory. "
-        "Files whose decoded images exceed embedder.image_pipeline.IN_GRAPH_MAX_BYTES are "
+        "Files whose decoded images exceed embedder.data.image_pipeline.IN_GRAPH_MAX_BYTES are "
         "read from disk every epoch, and that CPU time is missing from the step; with more "
         "cores or bigger images (where the model's share dominates) the ratio rises.")
 

@@ -62,8 +62,8 @@ def register_peer_encoder():
     """Register the peer network as the encoder ``"peer_cnn"`` (idempotent)."""
     from keras import layers
 
-    from embedder.encoders import BN_MOMENTUM, embedding_head, register_encoder
-    from embedder.preprocessing import preprocess
+    from embedder.models.encoders import BN_MOMENTUM, embedding_head, register_encoder
+    from embedder.models.preprocessing import preprocess
 
     @register_encoder("peer_cnn")
     def _peer_cnn(inputs, *, input_shape, embedding_dim, weights):

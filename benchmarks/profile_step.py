@@ -127,7 +127,7 @@ def _build(name, shape, precision):
         from benchmarks.peer import register_peer_encoder
 
         register_peer_encoder()
-    from embedder.training import dtype_policy
+    from embedder.training.run import dtype_policy
 
     with dtype_policy(precision):
         return build_encoder(name, shape)
@@ -197,8 +197,8 @@ def _trainer_steps(name, shape, precision, images, labels, p, k):
     import keras
 
     from benchmarks.common import batch_runner, step_runner
-    from embedder.config import TrainingConfig
-    from embedder.training import build_training_run
+    from embedder.training.config import TrainingConfig
+    from embedder.training.run import build_training_run
 
     y = np.repeat(np.arange(p), 12 * k)  # 12 steps per epoch: compiled, as for users
     X = np.random.default_rng(1).integers(0, 256, (len(y), *shape), dtype=np.uint8)

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from classifiers import make_head  # noqa: E402
 from embedder import TripletEmbedder  # noqa: E402
-from embedder.data import load_fashion_mnist  # noqa: E402
+from embedder.data.datasets import load_fashion_mnist  # noqa: E402
 from embedder.metrics import retrieval_scores  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "recipe.jsonl"

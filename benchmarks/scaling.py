@@ -78,7 +78,7 @@ def png_folder(n, root=None):
 
 
 def _encoder_file(folder):
-    code = ("import sys, keras; from embedder.encoders import build_encoder; "
+    code = ("import sys, keras; from embedder.models.encoders import build_encoder; "
             "keras.utils.set_random_seed(0); "
             f"build_encoder('small_cnn', {SHAPE}, {DIM}).save(sys.argv[1])")
     path = Path(folder) / "small_cnn_128.keras"
@@ -89,7 +89,7 @@ def _encoder_file(folder):
 
 _EMBED = """
 import json, sys, time
-from pipelines.cli import main
+from pipelines.cli.main import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
 seconds = time.perf_counter() - start
@@ -156,8 +156,8 @@ if replicas > 1:
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
 import keras
-from embedder.encoders import build_encoder
-from embedder.trainer_model import InBatchTrainer
+from embedder.models.encoders import build_encoder
+from embedder.training.trainer import InBatchTrainer
 strategy = tf.distribute.MirroredStrategy() if replicas > 1 else tf.distribute.get_strategy()
 keras.utils.set_random_seed(0)
 with strategy.scope():

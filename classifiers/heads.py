@@ -31,17 +31,9 @@ _DEFAULTS = {
 
 # The SVM head's probabilities: temperature scaling (one parameter, softmax(d / T) of the
 # SVC's decision values) fitted on cross-validated decision values, the SVC itself fitted
-# on all training images. Before, Platt scaling (method="sigmoid", cv=3) fitted one
-# sigmoid per class and predicted the argmax of those: with 40 classes x 8 training
-# images a class's sigmoid sees ~3 positives per fold and the argmax drifts from the
-# SVC's own. Measured on 40 classes x 10 unit vectors (64-d, noise 0.17; 5-fold CV,
-# tests/classifiers/test_heads.py::test_many_classes_few_images): kNN 0.978, logreg
-# 0.992, SVM sigmoid cv=3 0.878, bare SVC 0.990, SVM temperature cv=3 0.990; on the
-# issue's 40 faces the sigmoid head scored 0.872 against logreg's 1.000. A single
-# temperature cannot move the argmax, so predictions are the full-data SVC's (its
-# one-vs-one vote, ties broken by the decision values as with break_ties=True) and the
-# folds only tune how soft the probabilities are: they shrink to the smallest class
-# (2 images per class suffice) instead of failing as cv=3 did below 3.
+# on all training images. One temperature cannot move the argmax, so predictions stay the
+# full-data SVC's (unlike per-class Platt sigmoids, whose argmax drifts when classes have
+# few images), and the folds shrink to the smallest class (2 images per class suffice).
 _CALIBRATION_FOLDS = 3
 
 

@@ -24,10 +24,11 @@ from sklearn.base import (
 )
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from classifiers.sklearn_compat import HasMethods, Interval, StrOptions
 
 SCORES = ("knn_distance", "centroid", "max_proba")
 __all__ = ["SCORES", "OpenSetClassifier", "acceptance_threshold"]

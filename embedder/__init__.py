@@ -1,36 +1,25 @@
-"""Stage one: encoders, distances, losses, mining, sampling, training and the
-:class:`TripletEmbedder` (training) and :class:`FrozenEmbedder` (a saved encoder)
-scikit-learn transformers, configured by one :class:`TrainingConfig`.
+"""Stage one: encoders, distances, losses, data, training and the two transformers.
 
-Attributes are imported lazily, so ``import embedder.metrics`` (NumPy only) does not pay
-for importing TensorFlow.
+:class:`TripletEmbedder` trains an encoder with a metric-learning loss; :class:`FrozenEmbedder`
+wraps a saved one. Sub-packages: :mod:`embedder.losses`, :mod:`embedder.data`,
+:mod:`embedder.training`, :mod:`embedder.models`. Attributes are imported lazily, so
+``import embedder.metrics`` (NumPy only) does not pay for importing TensorFlow.
 """
 
-from importlib import import_module
+from embedder.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "build_encoder": "embedder.encoders",
-    "available_encoders": "embedder.encoders",
-    "register_encoder": "embedder.encoders",
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "build_encoder": "embedder.models.encoders",
+    "available_encoders": "embedder.models.encoders",
+    "register_encoder": "embedder.models.encoders",
     "pairwise_distances": "embedder.distances",
     "retrieval_scores": "embedder.metrics",
-    "load_dataset": "embedder.data",
-    "PKSampler": "embedder.sampling",
+    "load_dataset": "embedder.data.datasets",
+    "PKSampler": "embedder.data.sampling",
     "TripletEmbedder": "embedder.estimator",
     "FrozenEmbedder": "embedder.frozen",
-    "TrainingConfig": "embedder.config",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'embedder' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+    "EmbeddingCache": "embedder.embedding_cache",
+    "TrainingConfig": "embedder.training.config",
+})

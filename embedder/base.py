@@ -16,7 +16,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from embedder.checks import check_non_empty
-from embedder.inputs import as_paths, resolve_input_shape, shape_for_features
+from embedder.data.inputs import as_paths, resolve_input_shape, shape_for_features
 
 #: Images given as file paths are decoded to this shape unless ``input_shape`` says else.
 PATHS_DEFAULT_SHAPE = (112, 112, 3)
@@ -103,8 +103,8 @@ class EmbedderBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
         return self._embed(images)
 
     def _embed(self, images):
-        from embedder.decoding import decode_errors
-        from embedder.image_pipeline import image_batches
+        from embedder.data.decoding import decode_errors
+        from embedder.data.image_pipeline import image_batches
 
         data = image_batches(images, self.input_shape_, batch_size=self._batch_size)
         with decode_errors():
@@ -126,7 +126,7 @@ class EmbedderBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
         -------
         pathlib.Path
         """
-        from embedder.encoder_files import save_encoder
+        from embedder.models.encoder_files import save_encoder
 
         check_is_fitted(self)
         return save_encoder(self.encoder_, path, self.training_fingerprints_)
@@ -135,14 +135,14 @@ class EmbedderBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
     def __getstate__(self):
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
         if "encoder_" in state:
-            from embedder.encoder_files import model_to_bytes
+            from embedder.models.encoder_files import model_to_bytes
 
             state["encoder_"] = model_to_bytes(state["encoder_"])
         return state
 
     def __setstate__(self, state):
         if isinstance(state.get("encoder_"), bytes):
-            from embedder.encoder_files import model_from_bytes
+            from embedder.models.encoder_files import model_from_bytes
 
             # The pickle itself was trusted by whoever unpickled it; the archive inside
             # loads with Keras's safe mode all the same.

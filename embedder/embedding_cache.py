@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from embedder.fingerprints import image_fingerprints
+from embedder.data.fingerprints import image_fingerprints
 
 
 class EmbeddingCache:

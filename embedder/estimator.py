@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-from numbers import Integral, Real
+from numbers import Integral
 
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length
 
-from embedder._compat import Interval, StrOptions, _fit_context
+from classifiers.sklearn_compat import Interval, fit_context
 from embedder.base import EmbedderBase
 from embedder.checks import check_non_empty, column_labels
-from embedder.config import (
-    DISTANCE_NAMES,
-    LOSS_NAMES,
-    PRECISIONS,
-    TrainingConfig,
-    seed_from,
-)
+from embedder.training.config import TrainingConfig, seed_from
 
 
 class TripletEmbedder(EmbedderBase, BaseEstimator):
@@ -36,7 +30,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
     encoder at a tenth of the learning rate (``freeze_backbone_epochs``,
     ``fine_tune_learning_rate_factor``).
 
-    The training settings are gathered into one :class:`embedder.config.TrainingConfig`
+    The training settings are gathered into one :class:`embedder.training.config.TrainingConfig`
     (``config_`` after ``fit``); see it for the recipe.
 
     Parameters
@@ -52,14 +46,19 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
     weights : str, path-like or None, default=None
         Initial weights: a local weights file, or ``"imagenet"`` for the Keras
         Applications backbones (downloaded by Keras when online).
-    loss : {"batch_all", "batch_hard", "semi_hard", "contrastive", "triplet"}, \
-            default="batch_all"
-        ``"triplet"`` is the seed's approach: offline random triplets through three
-        inputs of one shared encoder, kept as a baseline.
+    loss : str, default="batch_all"
+        A loss of :data:`embedder.losses.LOSSES` (``"batch_all"``, ``"batch_hard"``,
+        ``"semi_hard"``, ``"contrastive"``, or one registered with
+        :func:`embedder.losses.register_loss`). ``"triplet"`` is the seed's approach:
+        offline random triplets through three inputs of one shared encoder, kept as a
+        baseline.
     margin : float or None, default=None
         ``None`` takes the loss's default (0.2 for triplet losses, 0.5 for contrastive).
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
         Distance between embeddings inside the loss.
+    soft : bool, default=False
+        Soft-margin batch-hard (``loss="batch_hard"`` only): ``log1p(exp(d_ap - d_an))``
+        per anchor, the margin is not used.
     classes_per_batch : int or None, default=None
         P of the P x K batches; ``None`` picks about 64 / K classes (all, if fewer).
     samples_per_class : int, default=4
@@ -153,26 +152,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         "input_shape": [tuple, list, None],
         "embedding_dim": [Interval(Integral, 1, None, closed="left")],
         "weights": [str, os.PathLike, None],
-        "loss": [StrOptions(set(LOSS_NAMES))],
-        "margin": [Interval(Real, 0, None, closed="left"), None],
-        "distance": [StrOptions(set(DISTANCE_NAMES))],
-        "classes_per_batch": [Interval(Integral, 2, None, closed="left"), None],
-        "samples_per_class": [Interval(Integral, 2, None, closed="left")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
-        "freeze_backbone_epochs": [Interval(Integral, 0, None, closed="left"), None],
-        "fine_tune_learning_rate_factor": [Interval(Real, 0, 1, closed="right")],
-        "patience": [Interval(Integral, 0, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "augment": ["boolean"],
-        "precision": [StrOptions({p for p in PRECISIONS if p}), None],
-        # "multi_worker" passes here so that fit explains why it is refused
-        "strategy": [StrOptions({"mirrored", "multi_worker"}), None],
-        "cross_replica": ["boolean"],
-        "checkpoint_dir": [str, os.PathLike, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        **TrainingConfig.parameter_constraints(),
     }
 
     def __init__(  # noqa: PLR0913 - an estimator lists every parameter
@@ -185,6 +165,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         loss="batch_all",
         margin=None,
         distance="euclidean",
+        soft=False,
         classes_per_batch=None,
         samples_per_class=4,
         epochs=20,
@@ -209,6 +190,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.loss = loss
         self.margin = margin
         self.distance = distance
+        self.soft = soft
         self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
         self.epochs = epochs
@@ -227,14 +209,18 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.verbose = verbose
 
     def training_config(self) -> TrainingConfig:
-        """The :class:`TrainingConfig` these parameters describe (before data defaults)."""
+        """The validated :class:`TrainingConfig` these parameters describe (before data
+        defaults)."""
+        return self._config().validate()
+
+    def _config(self):
         params = self.get_params(deep=False)
         params["random_state"] = seed_from(self.random_state)
         if params["checkpoint_dir"] is not None:
             params["checkpoint_dir"] = os.fspath(params["checkpoint_dir"])
-        return TrainingConfig.from_params(params).validate()
+        return TrainingConfig.from_params(params)
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train the encoder on images ``X`` with labels ``y``.
 
@@ -267,17 +253,20 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         return self
 
     def _train(self, images, y_enc):
-        from embedder.fingerprints import image_fingerprints
-        from embedder.serialization import seeded
-        from embedder.training import (
+        from embedder.data.fingerprints import image_fingerprints
+        from embedder.training.run import (
             build_training_run,
             dtype_policy,
             make_strategy,
             run_training,
             strategy_scope,
         )
+        from embedder.training.seeding import seeded
 
-        config = self.training_config()
+        # Each field was checked by scikit-learn's parameter validation in ``fit`` (its
+        # constraints are derived from the config's rules): only the rules between
+        # fields remain.
+        config = self._config().validate(fields=False)
         with seeded(config.random_state):
             strategy = make_strategy(config.strategy)
             with strategy_scope(strategy), dtype_policy(config.precision):
@@ -294,13 +283,13 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
 
     def _pretrained_start(self):
         """Whether training starts from learnt weights (decides the frozen-head epoch)."""
-        from embedder.encoders import available_encoders
+        from embedder.models.encoders import available_encoders
 
         registered = isinstance(self.encoder, str) and self.encoder in available_encoders()
         return self.weights is not None or not registered
 
     def _initial_encoder(self):
-        from embedder.encoders import available_encoders, build_encoder
+        from embedder.models.encoders import available_encoders, build_encoder
 
         if isinstance(self.encoder, str) and self.encoder in available_encoders():
             return build_encoder(self.encoder, self.input_shape_, self.embedding_dim,
@@ -309,7 +298,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
             raise ValueError(
                 f"encoder must be one of {available_encoders()} or the path of an existing "
                 f".keras encoder to fine-tune, got {self.encoder!r}")
-        from embedder.encoder_files import check_encoder_channels, load_encoder_file
+        from embedder.models.encoder_files import check_encoder_channels, load_encoder_file
 
         model, _, _ = load_encoder_file(self.encoder)
         check_encoder_channels(model, self.input_shape_, self.encoder)
@@ -327,6 +316,6 @@ def _check_trainable_classes(y, classes):
         raise ValueError(
             f"y has 1 class ({classes[0]!r}); triplet training needs at least 2 classes "
             "with 2 or more images each")
-    from embedder.sampling import check_class_sizes
+    from embedder.data.sampling import check_class_sizes
 
     check_class_sizes(y)

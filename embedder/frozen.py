@@ -8,7 +8,7 @@ from numbers import Integral
 
 from sklearn.base import BaseEstimator
 
-from embedder._compat import Interval, _fit_context
+from classifiers.sklearn_compat import Interval, fit_context
 from embedder.base import EmbedderBase
 from embedder.checks import check_non_empty
 from embedder.embedding_cache import EmbeddingCache
@@ -86,7 +86,7 @@ class FrozenEmbedder(EmbedderBase, BaseEstimator):
     def _batch_size(self):
         return self.batch_size
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Load the encoder and check it against ``X``; nothing is trained.
 
@@ -102,7 +102,7 @@ class FrozenEmbedder(EmbedderBase, BaseEstimator):
         self : FrozenEmbedder
             The fitted embedder.
         """
-        from embedder.encoder_files import check_encoder_channels, load_encoder_file
+        from embedder.models.encoder_files import check_encoder_channels, load_encoder_file
 
         if hasattr(X, "__len__") and not isinstance(X, str | os.PathLike):
             check_non_empty(X, "X")

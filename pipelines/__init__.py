@@ -1,29 +1,18 @@
 """Pipelines, cross-validated reports, persistence and the ``triplet`` CLI.
 
-Attributes are imported lazily: ``pipelines.load_pipeline`` of a head-only file works in a
-process where TensorFlow is not importable.
+Sub-packages: :mod:`pipelines.report`, :mod:`pipelines.plots`, :mod:`pipelines.persistence`,
+:mod:`pipelines.cli`. Attributes are imported lazily: ``pipelines.load_pipeline`` of a
+head-only file works in a process where TensorFlow is not importable.
 """
 
-from importlib import import_module
+from embedder.lazy import lazy_exports
 
-_LAZY = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "make_triplet_pipeline": "pipelines.factory",
-    "save_pipeline": "pipelines.persistence",
-    "load_pipeline": "pipelines.persistence",
-    "cross_validate_report": "pipelines.report",
-    "Report": "pipelines.report",
-    "open_set_report": "pipelines.open_set",
-    "OpenSetReport": "pipelines.open_set",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+    "save_pipeline": "pipelines.persistence.pipeline_files",
+    "load_pipeline": "pipelines.persistence.pipeline_files",
+    "cross_validate_report": "pipelines.report.cross_validation",
+    "Report": "pipelines.report.records",
+    "open_set_report": "pipelines.report.open_set",
+    "OpenSetReport": "pipelines.report.open_set_records",
+})

@@ -1,5 +1,5 @@
 """``python -m pipelines`` runs the ``triplet`` command line."""
 
-from pipelines.cli import main
+from pipelines.cli.main import main
 
 raise SystemExit(main())

@@ -47,7 +47,7 @@ def load_search_embedder(source, X, *, input_shape=None, trusted=False):
         from embedder import FrozenEmbedder
 
         return FrozenEmbedder(str(path), input_shape=input_shape).fit(X)
-    from pipelines.persistence import load_pipeline
+    from pipelines.persistence.pipeline_files import load_pipeline
 
     pipeline = load_pipeline(path, trusted=trusted)
     steps = getattr(pipeline, "steps", None)

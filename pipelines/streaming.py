@@ -50,8 +50,8 @@ def iter_embeddings(model, X, input_shape, batch_size=256) -> Iterator[np.ndarra
     """
     import tensorflow as tf
 
-    from embedder.decoding import decode_errors
-    from embedder.image_pipeline import image_batches
+    from embedder.data.decoding import decode_errors
+    from embedder.data.image_pipeline import image_batches
 
     # one compiled call for all batches (predict_on_batch grew by ~2 kB a call, measured)
     embed = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
@@ -225,7 +225,7 @@ def embed_shard(encoder_path, X, input_shape, batch_size=256) -> np.ndarray:
     -------
     ndarray of shape (len(X), dim), float32
     """
-    from embedder.encoder_files import load_encoder_file
+    from embedder.models.encoder_files import load_encoder_file
 
     model = load_encoder_file(encoder_path)[0]
     blocks = list(iter_embeddings(model, X, input_shape, batch_size))

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="session", autouse=True)
 def _register_test_encoders():
     """Register ``tiny_cnn`` and ``collapsed_cnn`` for the tests."""
-    from embedder.encoders import ENCODERS, register_encoder
+    from embedder.models.encoders import ENCODERS, register_encoder
 
     register_encoder("tiny_cnn")(_tiny_cnn)
     register_encoder("collapsed_cnn")(_collapsed_cnn)
@@ -27,8 +27,8 @@ def _tiny_cnn(inputs, *, input_shape, embedding_dim, weights):
     """Two small conv blocks: enough to separate synthetic shapes in a few epochs."""
     import keras
 
-    from embedder.encoders import embedding_head
-    from embedder.preprocessing import preprocess, target_size
+    from embedder.models.encoders import embedding_head
+    from embedder.models.preprocessing import preprocess, target_size
 
     x = preprocess(inputs, size=target_size(input_shape, 8), channels=min(input_shape[-1], 3))
     for filters in (8, 16):
@@ -42,7 +42,7 @@ def _collapsed_cnn(inputs, *, input_shape, embedding_dim, weights):
     """Every image maps to the same embedding: a forced collapse for the detector."""
     import keras
 
-    from embedder.preprocessing import preprocess, target_size
+    from embedder.models.preprocessing import preprocess, target_size
 
     x = preprocess(inputs, size=target_size(input_shape, 8), channels=min(input_shape[-1], 3))
     x = keras.layers.GlobalAveragePooling2D()(x)

@@ -75,7 +75,7 @@ def _omniglot(folder, rng):
 @pytest.fixture
 def tiny_data(tmp_path, monkeypatch):
     """Tiny Fashion-MNIST and Omniglot in ``tmp_path``; caches and outputs there too."""
-    import embedder.encoders as encoders
+    import embedder.models.encoders as encoders
 
     rng = np.random.default_rng(0)
     _fashion(tmp_path / "fashion", rng)
@@ -257,7 +257,7 @@ def test_run_rejects_an_unknown_benchmark_name(capsys):
 def test_peer_network_matches_the_protocol_and_its_flops(monkeypatch):
     import keras
 
-    import embedder.encoders as encoders
+    import embedder.models.encoders as encoders
     from benchmarks import peer, profile_step
     from embedder import build_encoder
 

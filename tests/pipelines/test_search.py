@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sklearn.preprocessing import FunctionTransformer
 
-from pipelines.cli import main
+from pipelines.cli.main import main
 from pipelines.search import reference_labels, save_contact_sheet, search_gallery
 from tests._helpers import TINY_SHAPE, tiny_embedder
 from tests._images import make_shapes, write_image_folder

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines._text import jsonable, last_value, markdown_table, natural_key
+from pipelines.text import jsonable, last_value, markdown_table, natural_key
 
 
 def test_jsonable_makes_strict_json_values():

@@ -14,7 +14,7 @@ from embedder.checks import (
     few,
     is_paths,
 )
-from embedder.sampling import PKSampler, check_class_sizes
+from embedder.data.sampling import PKSampler, check_class_sizes
 
 
 def test_few():

@@ -14,7 +14,7 @@ import sklearn
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 
-import pipelines._sidecar as sidecar_module
+import pipelines.persistence.sidecar as sidecar_module
 from pipelines import load_pipeline, save_pipeline
 from pipelines.persistence import SIGNING_KEY_ENV, sidecar_path
 

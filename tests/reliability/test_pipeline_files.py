@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-import pipelines._skops_format as skops_format
-import pipelines.persistence as persistence
+import pipelines.persistence.pipeline_files as persistence
+import pipelines.persistence.skops_format as skops_format
 from classifiers import make_head
 from pipelines import load_pipeline, save_pipeline
 from pipelines.persistence import SIGNING_KEY_ENV, sidecar_path
@@ -76,7 +76,7 @@ def test_skops_refuses_types_outside_the_allow_list(blobs, tmp_path):
     [
         ("sklearn.linear_model._logistic.LogisticRegression", True),
         ("numpy.float64", True),
-        ("embedder.encoders.SafeUnitNormalization", True),
+        ("embedder.models.encoders.SafeUnitNormalization", True),
         ("numpy.load", False),  # a function: skops could call it with the file's arguments
         ("numpy.memmap", False),  # a class, but not a scalar/dtype: it opens files
         ("embedder.files.Path", False),  # reached through an import: pathlib's class

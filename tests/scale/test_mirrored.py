@@ -31,10 +31,10 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
-from embedder.encoders import register_encoder
-from embedder.image_pipeline import training_dataset
+from embedder.models.encoders import register_encoder
+from embedder.data.image_pipeline import training_dataset
 from embedder.metrics import retrieval_scores
-from embedder.sampling import PKSampler
+from embedder.data.sampling import PKSampler
 from tests._helpers import tiny_embedder
 from tests._images import make_shapes
 from tests.conftest import _tiny_cnn

@@ -33,7 +33,7 @@ def folder(tmp_path_factory):
 def encoder(folder):
     import keras
 
-    from embedder.encoders import build_encoder
+    from embedder.models.encoders import build_encoder
 
     keras.utils.set_random_seed(0)
     model = build_encoder("tiny_cnn", (16, 16, 3), embedding_dim=8)
@@ -168,7 +168,7 @@ def test_bad_requests_are_named(tmp_path):
 
 
 def test_cli_embed_streams_to_npy_and_csv(folder, encoder, expected, tmp_path):
-    from pipelines.cli import main
+    from pipelines.cli.main import main
 
     root = folder[0]
     for suffix in (".npy", ".csv"):
@@ -188,7 +188,7 @@ def test_cli_embed_streams_to_npy_and_csv(folder, encoder, expected, tmp_path):
 
 def test_shards_on_a_dask_cluster_equal_one_predict(folder, encoder, expected, tmp_path):
     distributed = pytest.importorskip("distributed", reason="the optional dask extra")
-    from pipelines.cli import main
+    from pipelines.cli.main import main
     from pipelines.streaming import iter_cluster_embeddings
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

@@ -1,0 +1,228 @@
+"""Decoding image files to pixels, and errors that name the file that failed.
+
+PNG, JPEG and GIF are decoded in-graph by TensorFlow (fast, parallel inside ``tf.data``);
+every other format (BMP, PGM/PPM/PBM, TIFF, WebP) by Pillow. Pixels are float32 on the
+0..255 scale. :mod:`embedder.data.image_pipeline` builds the ``tf.data`` pipelines on top.
+
+A file that cannot be decoded inside a pipeline stops it with a TensorFlow error.
+TensorFlow carries nothing but text through its errors, so the pipelines fail through
+:func:`assert_decoded`, whose message holds the file name between fixed markers, and
+:func:`decode_errors` turns that error into a ``ValueError`` naming the file (and why
+Pillow cannot read it either)::
+
+    with decode_errors():
+        model.fit(training_dataset(paths, y, sampler, input_shape), ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+from embedder.models.preprocessing import check_input_shape, convert_channels
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "TF_EXTENSIONS", "assert_decoded", "decode_errors", "decode_file",
+    "fit_to_shape", "pil_array", "read_image",
+]
+
+IMAGE_EXTENSIONS = (
+    ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"
+)
+# decoded in-graph by TensorFlow; BMP goes through Pillow, which reads more BMP variants
+TF_EXTENSIONS = (".gif", ".jpeg", ".jpg", ".png")
+# The file name travels in the error text between these two markers; tf.debugging.Assert
+# prints each of its data items in brackets: "[<_MARK>] [<path>] [<_END>]".
+_MARK, _END = "embedder: cannot decode image file", ":end"
+_OPEN, _CLOSE = f"[{_MARK}] [", f"] [{_END}]"
+
+
+def _pillow_image(img, path, channels):
+    """The decoded uint8 ``(h, w, channels)`` array of an opened Pillow image."""
+    if img.width == 0 or img.height == 0:
+        raise ValueError(
+            f"cannot read image file {str(path)!r}: it has {img.width} x {img.height} "
+            "pixels, expected at least 1 x 1"
+        )
+    img.load()
+    if img.mode.startswith(("I", "F")):  # 16/32-bit grey: scale 16-bit to 0..255
+        a = np.asarray(img, dtype=np.float64)
+        a = a / 257.0 if img.mode.startswith("I;16") or a.max() > 255 else a
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    return np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, channels)
+
+
+def pil_array(path, channels):
+    """Decode ``path`` with Pillow to uint8 ``(h, w, channels)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    channels : {1, 3, 4}
+        Channels of the result (grey, RGB, RGBA).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 pixels.
+
+    Raises
+    ------
+    ValueError
+        Naming the file if it is unreadable, not an image, empty (0 pixels high or
+        wide), or larger than Pillow's decompression-bomb limit
+        (``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
+    try:
+        with Image.open(path) as img:
+            return _pillow_image(img, path, channels)
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"cannot read image file {str(path)!r}: it is larger than Pillow's "
+            f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels ({err}); raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from err
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
+    except ValueError as err:
+        if str(err).startswith("cannot read image file"):
+            raise
+        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
+
+
+def fit_to_shape(images, shape):
+    """Float32 image(s) ``(..., h, w, c)`` converted and resized to ``shape``.
+
+    Parameters
+    ----------
+    images : tensor or array
+        One image or a batch, any numeric dtype.
+    shape : tuple of int
+        ``(height, width, channels)``.
+
+    Returns
+    -------
+    tf.Tensor
+        float32 images of ``shape`` (antialiased resizing).
+    """
+    images = convert_channels(tf.cast(images, tf.float32), shape[2])
+    if tuple(images.shape[-3:-1]) != tuple(shape[:2]):  # unknown (None) sizes: resize
+        images = tf.image.resize(images, shape[:2], antialias=True)
+    return images
+
+
+def read_image(path, input_shape):
+    """Read one image file as float32 ``input_shape`` pixels on the 0..255 scale (Pillow).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    input_shape : tuple of int
+        ``(height, width, channels)`` of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 pixels of shape ``input_shape``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file if it is unreadable, corrupt, empty or not an image.
+    """
+    shape = check_input_shape(input_shape)
+    return fit_to_shape(pil_array(os.fspath(path), shape[2]), shape).numpy()
+
+
+def decode_file(path, use_tf, channels):
+    """Decode one file (a string tensor) to float32 ``(h, w, channels)`` in a graph.
+
+    Parameters
+    ----------
+    path : tf.Tensor
+        Scalar string: the file name.
+    use_tf : bool or tf.Tensor
+        TensorFlow's decoder where true, else Pillow (through ``tf.numpy_function``). A
+        Python bool when every file takes the same decoder (no ``tf.cond``, which costs
+        throughput), else a boolean tensor.
+    channels : {1, 3, 4}
+        Channels of the result.
+
+    Returns
+    -------
+    tf.Tensor
+        float32 pixels on the 0..255 scale.
+    """
+
+    def tf_decode():  # always 3 channels: TensorFlow's GIF decoder cannot give grey
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return convert_channels(tf.cast(img, tf.float32), channels)
+
+    def pil_decode():
+        img = tf.numpy_function(lambda p: pil_array(p.decode(), channels), [path], tf.uint8)
+        return tf.cast(tf.ensure_shape(img, (None, None, channels)), tf.float32)
+
+    if isinstance(use_tf, bool):
+        return tf_decode() if use_tf else pil_decode()
+    return tf.cond(use_tf, tf_decode, pil_decode)
+
+
+def assert_decoded(ok, path):
+    """A graph assertion that fails with ``path`` in the text :func:`decode_errors` reads.
+
+    Parameters
+    ----------
+    ok : tf.Tensor
+        Scalar bool: whether the image was decoded.
+    path : tf.Tensor
+        Scalar string: the file to name when it was not.
+
+    Returns
+    -------
+    tf.Operation
+        The assertion (eager: already checked).
+    """
+    return tf.debugging.Assert(ok, [_MARK, path, _END])
+
+
+def _failed_path(message):
+    """The file named between the markers of :func:`assert_decoded`, or None."""
+    _, found, tail = message.partition(_OPEN)
+    if not found:
+        return None
+    path, found, _ = tail.partition(_CLOSE)
+    return path if found else None
+
+
+@contextlib.contextmanager
+def decode_errors():
+    """Turn pipeline errors caused by an undecodable file into ``ValueError`` naming it.
+
+    Wrap the code that iterates a dataset of :mod:`embedder.data.image_pipeline` (a ``for``
+    loop, ``model.fit``, ``model.predict``) in ``with decode_errors():``. Other errors
+    pass through unchanged.
+
+    Yields
+    ------
+    None
+    """
+    try:
+        yield
+    except tf.errors.OpError as err:
+        path = _failed_path(str(err))
+        if path is None:
+            raise
+        try:
+            pil_array(path, 3)
+            reason = "TensorFlow could not decode it"
+        except ValueError as pil_err:
+            reason = str(pil_err).removeprefix(f"cannot read image file {path!r}: ")
+        raise ValueError(f"cannot read image file {path!r}: {reason}") from None
+

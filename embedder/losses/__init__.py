@@ -1,0 +1,59 @@
+"""Metric-learning losses: distances -> mining -> terms -> reduction, and their registry.
+
+- :mod:`~embedder.losses.mining`: labels, validity masks, the :class:`BatchView` of a batch
+  (one distance matrix, gathered across replicas when asked), hardest / semi-hard choices;
+- :mod:`~embedder.losses.functions`: the pure ``keras.ops`` loss functions and their
+  ``*_terms`` (sum and count from a view), reduced by :func:`reduce_terms`;
+- :mod:`~embedder.losses.registry`: :data:`LOSSES`, the one table of losses
+  (:class:`LossSpec`: function, terms, default margin, description, own settings);
+- :mod:`~embedder.losses.keras_losses`: the Keras ``Loss`` objects (:class:`MetricLoss` and
+  the named classes), :func:`get_loss`.
+
+Importing this package registers the built-in losses and their Keras classes.
+"""
+
+from embedder.losses.functions import (
+    LossTerms,
+    batch_all_terms,
+    batch_all_triplet_loss,
+    batch_hard_terms,
+    batch_hard_triplet_loss,
+    contrastive_loss,
+    contrastive_terms,
+    reduce_terms,
+    semi_hard_terms,
+    semi_hard_triplet_loss,
+    triplet_hinges,
+    triplet_loss,
+)
+from embedder.losses.keras_losses import (
+    BatchAllTripletLoss,
+    BatchHardTripletLoss,
+    ContrastiveLoss,
+    MetricLoss,
+    OfflineTripletLoss,
+    SemiHardTripletLoss,
+    get_loss,
+)
+from embedder.losses.mining import BatchView, batch_view
+from embedder.losses.registry import (
+    LOSSES,
+    LossSpec,
+    default_margin,
+    get_spec,
+    in_batch_loss,
+    loss_names,
+    register_loss,
+    resolve_params,
+    unregister_loss,
+)
+
+__all__ = [
+    "LOSSES", "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchView", "ContrastiveLoss",
+    "LossSpec", "LossTerms", "MetricLoss", "OfflineTripletLoss", "SemiHardTripletLoss",
+    "batch_all_terms", "batch_all_triplet_loss", "batch_hard_terms", "batch_hard_triplet_loss",
+    "batch_view", "contrastive_loss", "contrastive_terms", "default_margin", "get_loss",
+    "get_spec", "in_batch_loss", "loss_names", "reduce_terms", "register_loss",
+    "resolve_params", "semi_hard_terms", "semi_hard_triplet_loss", "triplet_hinges",
+    "triplet_loss", "unregister_loss",
+]

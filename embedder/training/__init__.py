@@ -1,0 +1,49 @@
+"""Stage-one training: the settings, the trainer model, the run and what watches it.
+
+- :mod:`~embedder.training.config`: :class:`TrainingConfig`, the one source of every
+  setting (help, rule, choices);
+- :mod:`~embedder.training.trainer`: :class:`InBatchTrainer`, one forward pass and one
+  distance matrix per P x K batch;
+- :mod:`~embedder.training.diagnostics`: the five per-batch diagnostics;
+- :mod:`~embedder.training.run`: :func:`build_training_run`, :func:`run_training`,
+  :func:`train_encoder`, strategies and precision;
+- :mod:`~embedder.training.fine_tuning`: the pretrained-start recipe (phases);
+- :mod:`~embedder.training.callbacks`: validation retrieval, collapse detection, history;
+- :mod:`~embedder.training.checkpoints`: resumable backups and their manifest;
+- :mod:`~embedder.training.seeding`: :func:`seeded`, reproducible runs.
+
+May import :mod:`embedder.losses`, :mod:`embedder.data`, :mod:`embedder.models` and the
+top-level helpers; never the estimators.
+"""
+
+from embedder.training.callbacks import (
+    CollapseDetector,
+    HistoryRecorder,
+    RetrievalValidation,
+    ScheduleLogger,
+)
+from embedder.training.checkpoints import claim_checkpoint_dir, resume_epoch
+from embedder.training.config import Check, TrainingConfig, field_choices, seed_from
+from embedder.training.diagnostics import DIAGNOSTICS, DiagnosticsMean, batch_diagnostics
+from embedder.training.run import (
+    TrainingRun,
+    build_training_run,
+    dtype_policy,
+    learning_rate_schedule,
+    make_strategy,
+    run_training,
+    split_validation,
+    strategy_scope,
+    train_encoder,
+)
+from embedder.training.seeding import seeded
+from embedder.training.trainer import InBatchTrainer
+
+__all__ = [
+    "DIAGNOSTICS", "Check", "CollapseDetector", "DiagnosticsMean", "HistoryRecorder",
+    "InBatchTrainer", "RetrievalValidation", "ScheduleLogger", "TrainingConfig",
+    "TrainingRun", "batch_diagnostics", "build_training_run", "claim_checkpoint_dir",
+    "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
+    "resume_epoch", "run_training", "seed_from", "seeded", "split_validation",
+    "strategy_scope", "train_encoder",
+]

@@ -1,0 +1,130 @@
+"""The Keras model that trains an encoder with an in-batch loss.
+
+:class:`InBatchTrainer` wraps an encoder; ``compile(optimizer=...)`` then
+``fit(dataset of (images, labels))`` trains it. Each step forwards the P x K batch once,
+computes **one** pairwise-distance matrix, and derives from it both the loss and the five
+diagnostics of :mod:`embedder.training.diagnostics`, whose running means ``fit`` logs next to
+``loss`` (``active_fraction``, ``pos_distance``, ``neg_distance``, ``norm_mean``,
+``norm_std``).
+"""
+
+import keras
+from keras import ops
+
+from embedder.distances import check_distance
+from embedder.losses import batch_view, get_spec, in_batch_loss, loss_names, resolve_params
+from embedder.losses.mining import check_flag, check_margin
+from embedder.training.diagnostics import DiagnosticsMean, batch_diagnostics
+
+
+def _scale_for_replicas(loss):
+    # Keras sums the replicas' gradients; its own losses divide by the replica count
+    # (keras.losses.Loss does it in its reduction), and so must a compute_loss override.
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    n_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / float(n_replicas) if n_replicas > 1 else loss
+
+
+@keras.saving.register_keras_serializable(package="embedder")
+class InBatchTrainer(keras.Model):
+    """Train ``encoder`` with an in-batch triplet or contrastive loss and log diagnostics.
+
+    The trainer itself is never saved: save its ``encoder``.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+        Maps a batch of images to embeddings (B, D); any float output dtype (the loss
+        and the diagnostics compute in float32 under mixed precision).
+    loss : str, default="batch_all"
+        An in-batch loss of :data:`embedder.losses.LOSSES`.
+    margin : float, optional
+        Defaults to the loss's registered margin. Also the margin of
+        ``active_fraction``.
+    distance : {"euclidean", "squared", "cosine"}, default="euclidean"
+        Distance between embeddings: euclidean (zero gradient at zero distance),
+        squared euclidean, or 1 - cosine similarity.
+    loss_params : dict, optional
+        The loss's own settings (e.g. ``{"soft": True}`` for batch-hard); missing ones
+        take the registered defaults.
+    cross_replica : bool, default=False
+        Under a ``tf.distribute`` strategy, mine over the batch all-gathered from every
+        replica; the gradient then equals the single-device gradient on the global batch.
+    name : str, default="in_batch_trainer"
+        Name of the object in Keras.
+
+    Examples
+    --------
+    >>> import keras, numpy as np
+    >>> from embedder.training.trainer import InBatchTrainer
+    >>> encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> trainer = InBatchTrainer(encoder, "batch_hard", margin=0.3)
+    >>> trainer.compile(optimizer="sgd")
+    >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.repeat([0, 1], 4)
+    >>> sorted(trainer.fit(x, y, batch_size=8, verbose=0).history)
+    ['active_fraction', 'loss', 'neg_distance', 'norm_mean', 'norm_std', 'pos_distance']
+    """
+
+    def __init__(
+        self,
+        encoder,
+        loss="batch_all",
+        *,
+        margin=None,
+        distance="euclidean",
+        loss_params=None,
+        cross_replica=False,
+        name="in_batch_trainer",
+    ):
+        spec = get_spec(loss)
+        if not spec.in_batch:
+            raise ValueError(f"loss must be an in-batch loss "
+                             f"{list(loss_names(in_batch=True))}, got {loss!r}")
+        super().__init__(name=name)
+        self.encoder = encoder
+        self.loss_name = loss
+        self.margin = spec.default_margin if margin is None else check_margin(margin)
+        self.distance = check_distance(distance)
+        self.loss_params = resolve_params(loss, loss_params)
+        self.cross_replica = check_flag(cross_replica, "cross_replica")
+        self.diagnostics = DiagnosticsMean()
+
+    def call(self, inputs, training=None):
+        """Embeddings of ``inputs``: the encoder's output."""
+        return self.encoder(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The batch loss (per-replica scaled) and the diagnostics, from one distance matrix.
+
+        ``y`` holds the labels and ``y_pred`` the embeddings (cast to float32 first);
+        ``x`` and ``sample_weight`` are not used (the loss describes the whole batch).
+        Losses added by layers (regularisers) are included.
+        """
+        embeddings = ops.cast(y_pred, "float32")
+        # Batch-all over each anchor's positives only (data-dependent shapes) is ~2x less
+        # work, but XLA compiles static shapes only.
+        view = batch_view(y, embeddings, self.distance, self.cross_replica,
+                          top_k=not self.jit_compile)
+        loss, terms = in_batch_loss(self.loss_name, view, self.margin, self.loss_params)
+        self.diagnostics.update_state(batch_diagnostics(view, self.margin, terms.batch_all))
+        loss = _scale_for_replicas(loss)
+        for extra in self.losses:
+            loss = loss + self._aggregate_additional_loss(extra)
+        return loss
+
+    def get_config(self):
+        return {
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "loss": self.loss_name, "margin": self.margin, "distance": self.distance,
+            "loss_params": dict(self.loss_params), "cross_replica": self.cross_replica,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
+        return cls(encoder, config.pop("loss"), **config)

@@ -1,0 +1,222 @@
+"""The ``triplet train``, ``evaluate`` and ``demo`` commands."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.cli.common import input_shape, load, progress, table
+from pipelines.text import last_value
+
+# The demo recipe: small_cnn on the bundled 8x8 digits, fast on 2 CPU cores.
+DEMO_RECIPE = {"encoder": "small_cnn", "embedding_dim": 32, "epochs": 20, "cv": 3}
+#: Training settings the CLI sets itself: --seed and the terminal's progress display.
+SET_BY_CLI = ("random_state", "verbose")
+
+
+def _final(history, key) -> str:
+    value = last_value(history, key)
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def training_fields():
+    """The :class:`TrainingConfig` fields that are ``TripletEmbedder`` parameters."""
+    import dataclasses
+
+    from embedder.estimator import TripletEmbedder
+    from embedder.training.config import TrainingConfig
+
+    params = TripletEmbedder().get_params(deep=False)
+    return [f for f in dataclasses.fields(TrainingConfig)
+            if f.name in params and f.name not in SET_BY_CLI]
+
+
+def _trainable_embedder(args, X, encoder):
+    from embedder import TripletEmbedder
+
+    names = [f.name for f in training_fields()] + ["embedding_dim", "weights"]
+    params = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if encoder is not None:
+        params["encoder"] = encoder
+    return TripletEmbedder(input_shape=input_shape(args, X), random_state=args.seed,
+                           verbose=progress(), **params)
+
+
+def _fine_tuning_line(config) -> str:
+    frozen = config.freeze_backbone_epochs
+    if not frozen:
+        return "none: all layers trained from the first epoch"
+    line = f"backbone frozen for {frozen} epoch{'s' * (frozen > 1)} (head only)"
+    if frozen < config.epochs:
+        factor = config.fine_tune_learning_rate_factor
+        line += f", then all but its BatchNorm at {factor:g} x the learning rate"
+    return line
+
+
+def _validation_line(embedder) -> str:
+    validation = getattr(embedder, "validation_", None) or {}
+    if validation.get("used"):
+        return f"{validation['n_images']} held-out images (early stopping on MAP@R)"
+    return (f"skipped: {validation.get('reason')}; no early stopping, the last epoch "
+            "was kept")
+
+
+def train(args):
+    if Path(args.out).suffix != ".keras":
+        raise ValueError(f"--out must be a .keras file, got {args.out!r}")
+    X, y = load(args.data)
+    embedder = _trainable_embedder(args, X, args.encoder)
+    start = time.perf_counter()
+    embedder.fit(X, y)
+    embedder.save_encoder(args.out)
+    hist = embedder.history_
+    print(table([
+        ("encoder", f"{embedder.encoder} -> {embedder.encoder_.output_shape[-1]}-d "
+         "embeddings"),
+        ("images", f"{len(y)} ({len(embedder.classes_)} classes)"),
+        ("epochs run", len(hist.get("loss", []))),
+        ("fine-tuning", _fine_tuning_line(embedder.config_)),
+        ("final loss", _final(hist, "loss")),
+        ("final val P@1", _final(hist, "val_precision_at_1")),
+        ("final val MAP@R", _final(hist, "val_map_at_r")),
+        ("validation", _validation_line(embedder)),
+        ("collapse detected", "YES - see the FAQ" if getattr(embedder, "collapsed_", False)
+         else "no"),
+        ("training time", f"{time.perf_counter() - start:.1f} s"),
+        ("saved", args.out),
+    ]))
+
+
+def _evaluation_embedder(args, X):
+    """A registered name trains inside every fold; an encoder file is used frozen."""
+    from embedder import FrozenEmbedder
+    from embedder.models.encoders import available_encoders
+
+    if args.encoder is None or args.encoder in available_encoders():
+        return _trainable_embedder(args, X, args.encoder), "per_fold"
+    if not Path(args.encoder).is_file():
+        raise ValueError(f"--encoder must be one of {available_encoders()} or an existing "
+                         f".keras encoder file, got {args.encoder!r}")
+    return FrozenEmbedder(args.encoder, input_shape=input_shape(args, X)), "never"
+
+
+def evaluate(args):
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    if args.cv < 2:
+        raise ValueError(f"--cv must be at least 2, got {args.cv}")
+    if args.n_jobs is not None and args.n_jobs == 0:
+        raise ValueError("--n-jobs must be a positive number of processes or -1 (all "
+                         "cores), got 0")
+    X, y = load(args.data)
+    embedder, refit = _evaluation_embedder(args, X)
+    with _fold_backend(args.scheduler):
+        if args.open_set is not None:
+            return _open_set_evaluation(embedder, X, y, heads, args)
+        _report_and_model(embedder, X, y, refit, _Plan(heads, args.cv, args.seed, args.out,
+                                                       args.n_jobs))
+
+
+@contextlib.contextmanager
+def _fold_backend(address):
+    """Run the folds on the Dask cluster at ``address`` (joblib's dask backend)."""
+    if address is None:
+        yield
+        return
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ValueError("--scheduler needs Dask: pip install 'triplet-embeddings[dask]'"
+                         ) from exc
+    import joblib
+
+    with Client(address, timeout="30s") as client, joblib.parallel_config(backend="dask"):
+        print(f"folds run on the Dask cluster at {address} "
+              f"({len(client.scheduler_info()['workers'])} workers)", flush=True)
+        yield
+
+
+def _open_set_evaluation(embedder, X, y, heads, args):
+    """``evaluate --open-set K``: the open-set report of the first head, saved to --out."""
+    from classifiers import make_head
+    from pipelines.factory import make_triplet_pipeline
+    from pipelines.report.open_set import open_set_report
+
+    if not heads:
+        raise ValueError("--heads must name at least one head, e.g. knn,logreg,svm")
+    n_classes = len(np.unique(y))
+    if not 1 <= args.open_set <= n_classes - 2:
+        raise ValueError(f"--open-set must be from 1 to {n_classes - 2} (the {n_classes} "
+                         f"classes minus 2 that stay known), got {args.open_set}")
+    start = time.perf_counter()
+    print(f"open-set evaluation: {args.cv} folds, each hiding {args.open_set} classes, "
+          f"head {heads[0]}", flush=True)
+    report = open_set_report(make_triplet_pipeline(embedder, make_head(heads[0])), X, y,
+                             unknown_classes=args.open_set, cv=args.cv,
+                             random_state=args.seed, n_jobs=args.n_jobs)
+    paths = report.save(args.out)
+    print(table([(_metric, f"{report.mean[key]:.4f} +- {report.std[key]:.4f}")
+                  for _metric, key in (("AUROC", "auroc"), ("FPR at 95% TPR", "fpr_at_95_tpr"),
+                                       ("open-set accuracy", "open_set_accuracy"))]
+                 + [("report", paths["markdown"]),
+                    ("total time", f"{time.perf_counter() - start:.1f} s")]))
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a cross-validated evaluation runs and where it writes."""
+
+    heads: list
+    cv: int
+    seed: int
+    out: str
+    n_jobs: int | None = None
+
+
+def _report_and_model(embedder, X, y, refit, plan):
+    """Cross-validate, save the report, refit the best head's pipeline on all data."""
+    from sklearn.base import clone
+
+    from classifiers import make_head
+    from pipelines.factory import make_triplet_pipeline
+    from pipelines.persistence.pipeline_files import save_pipeline
+    from pipelines.report.cross_validation import cross_validate_report, report_progress
+
+    if not plan.heads:
+        raise ValueError("--heads must name at least one head, e.g. knn,logreg,svm")
+    start = time.perf_counter()
+    pipeline = make_triplet_pipeline(embedder, make_head(plan.heads[0]))
+    print(f"cross-validating {', '.join(plan.heads)} with {plan.cv} folds "
+          f"(refit_encoder={refit})", flush=True)
+    with report_progress():
+        report = cross_validate_report(pipeline, X, y, cv=plan.cv, heads=plan.heads,
+                                       refit_encoder=refit, random_state=plan.seed,
+                                       n_jobs=plan.n_jobs)
+    paths = report.save(plan.out)
+    print(f"refitting the best pipeline ({report.best_head}) on all {len(y)} images",
+          flush=True)
+    final = clone(pipeline).set_params(head=make_head(report.best_head)).fit(X, y)
+    model_path = str(Path(plan.out) / "model.joblib")
+    save_pipeline(final, model_path)
+    print()
+    print(report.summary())
+    print(table([("report", paths["markdown"]), ("model", model_path),
+                 ("total time", f"{time.perf_counter() - start:.1f} s")]))
+    return report
+
+
+def demo(args):
+    from embedder import TripletEmbedder
+
+    X, y = load("digits")
+    embedder = TripletEmbedder(
+        encoder=DEMO_RECIPE["encoder"], input_shape=X.shape[1:],
+        embedding_dim=DEMO_RECIPE["embedding_dim"], epochs=DEMO_RECIPE["epochs"],
+        random_state=0, verbose=progress(),
+    )
+    _report_and_model(embedder, X, y, "per_fold",
+                      _Plan(["knn", "logreg", "svm"], DEMO_RECIPE["cv"], 0, args.out))

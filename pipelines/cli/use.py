@@ -1,0 +1,188 @@
+"""The ``triplet predict``, ``search`` and ``embed`` commands."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.cli.common import input_shape, load, table
+
+EMBEDDING_FORMATS = (".npy", ".csv", ".parquet")
+
+
+def _collect_images(items) -> list:
+    from embedder.data.decoding import IMAGE_EXTENSIONS
+
+    paths = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ValueError(f"folder {item!r} contains no image files "
+                                 f"({', '.join(IMAGE_EXTENSIONS)})")
+            paths += found
+        elif p.is_file():
+            paths.append(str(p))
+        else:
+            raise FileNotFoundError(f"image or folder {item!r} does not exist")
+    return paths
+
+
+def predict(args):
+    import pandas as pd
+
+    from pipelines.persistence.pipeline_files import load_pipeline
+
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"model file {args.model!r} does not exist")
+    pipeline = load_pipeline(args.model, trusted=args.trust)
+    if not isinstance(getattr(pipeline, "steps", None), list) or len(pipeline.steps) < 2:
+        raise ValueError(f"model file {args.model!r} must hold a pipeline with an embedding "
+                         f"step and a head (as `triplet evaluate` saves), got a "
+                         f"{type(pipeline).__name__}")
+    paths = _collect_images(args.images)
+    Z = pipeline[:-1].transform(np.asarray(paths, dtype=object))  # embed once
+    head = pipeline[-1]
+    if args.reject_unknown:
+        head = _rejecting_head(args, pipeline)
+    elif args.target_tpr is not None or args.calibration is not None:
+        raise ValueError("--target-tpr and --calibration only apply with --reject-unknown")
+    table = pd.DataFrame({"path": paths, "class": head.predict(Z)})
+    if hasattr(head, "predict_proba"):
+        table["probability"] = np.round(head.predict_proba(Z).max(axis=1), 4)
+    if args.reject_unknown:
+        table["open_set_score"] = np.round(head.score_samples(Z), 6)
+        rejected = int((table["class"] == head.unknown_label).sum())
+        print(f"open-set threshold {head.threshold_:.6f} ({head.open_set_score}, accepts "
+              f"{head.target_tpr:g} of known images); {rejected} of {len(paths)} images "
+              f"rejected as {head.unknown_label!r}", file=sys.stderr)
+    if args.out:
+        from embedder.files import atomic_write_text
+
+        atomic_write_text(args.out, table.to_csv(index=False))
+        print(f"{len(paths)} predictions written to {args.out}")
+    else:
+        table.to_csv(sys.stdout, index=False)
+
+
+def _rejecting_head(args, pipeline):
+    """The model's head as an OpenSetClassifier (calibrated on --calibration if given)."""
+    from classifiers import OpenSetClassifier
+    from pipelines.report.open_set import rejecting_head
+
+    head = pipeline[-1]
+    if args.calibration is None and not isinstance(head, OpenSetClassifier):
+        raise ValueError(
+            "--reject-unknown needs --calibration DATA (labelled images of the known "
+            "classes) unless the model's head is an OpenSetClassifier; the head of "
+            f"{args.model!r} is a {type(head).__name__}")
+    if args.target_tpr is not None and not 0 < args.target_tpr <= 1:
+        raise ValueError(f"--target-tpr must be in (0, 1], got {args.target_tpr}")
+    calibration = None
+    if args.calibration is not None:
+        from embedder.data.datasets import load_dataset
+
+        X_cal, y_cal = load_dataset(args.calibration)
+        # stderr: the predictions may be going to stdout as CSV
+        print(f"calibration DATA {args.calibration}: {len(y_cal)} images, "
+              f"{len(np.unique(y_cal))} classes", file=sys.stderr, flush=True)
+        calibration = (pipeline[:-1].transform(X_cal), y_cal)
+    return rejecting_head(head, calibration, target_tpr=args.target_tpr)
+
+
+def search(args):
+    from embedder.data.datasets import load_dataset
+    from pipelines.search import run_search
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    X, y = load(args.gallery)
+    queries = _search_queries(args.queries, load_dataset)
+    sheet = args.sheet or (str(Path(args.out).with_suffix(".png")) if args.out else None)
+    hits = run_search(args.model, (X, y), queries, top=args.top, out=args.out, sheet=sheet,
+                      input_shape=input_shape(args, X), trusted=args.trust)
+    for query, rows in hits.groupby("query", sort=False):
+        print(f"{query}" + (f" ({rows['query_label'].iloc[0]})"
+                            if rows["query_label"].iloc[0] else ""))
+        for hit in rows.itertuples():
+            print(f"  {hit.rank}. {hit.gallery_label:<12} {hit.distance:.4f}  {hit.gallery}")
+    print(table([("hits", args.out or "not written (no --out)"),
+                  ("contact sheet", sheet or "not written (no --out or --sheet)")]))
+
+
+def _search_queries(items, load_dataset):
+    """Query images and labels: one labelled DATA (class folders or CSV), else files."""
+    if len(items) == 1:
+        source = Path(items[0])
+        labelled = source.suffix.lower() == ".csv" or (
+            source.is_dir() and any(p.is_dir() for p in source.iterdir()))
+        if labelled:
+            X, y = load_dataset(str(source))
+            return X, y
+    return np.asarray(_collect_images(items), dtype=object), None
+
+
+def embed(args):
+    from embedder.models.encoder_files import load_encoder_file
+    from pipelines.streaming import write_embeddings
+
+    out = Path(args.out)
+    if out.suffix not in EMBEDDING_FORMATS:
+        raise ValueError(f"--out must end with one of {', '.join(EMBEDDING_FORMATS)}, "
+                         f"got {args.out!r}")
+    if out.suffix == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ValueError("--out .parquet needs the pyarrow package (pip install "
+                             "pyarrow); use --out embeddings.npy or embeddings.csv instead")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not Path(args.encoder).is_file():
+        raise FileNotFoundError(f"encoder file {args.encoder!r} does not exist")
+    X, y = load(args.data)
+    model = load_encoder_file(args.encoder)[0]
+    shape = _embed_shape(args, X, int(model.input_shape[-1]))
+    dim = int(model.output_shape[-1])
+    columns = {} if out.suffix == ".npy" else {"label": y}
+    if out.suffix != ".npy" and np.asarray(X).ndim == 1:
+        columns = {"path": X, **columns}
+    # streamed: memory stays flat in the number of images (pipelines/streaming.py)
+    with _embedding_blocks(args, model, X, shape) as blocks:
+        write_embeddings(blocks, len(X), dim, out, columns=columns)
+    print(f"{len(X)} embeddings of dimension {dim} written to {out}")
+
+
+@contextlib.contextmanager
+def _embedding_blocks(args, model, X, shape):
+    """Blocks embedded here, or shard by shard on the Dask cluster at --scheduler."""
+    from pipelines.streaming import iter_cluster_embeddings, iter_embeddings
+
+    if args.scheduler is None:
+        yield iter_embeddings(model, X, shape, batch_size=args.batch_size)
+        return
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ValueError("--scheduler needs Dask: pip install 'triplet-embeddings[dask]'"
+                         ) from exc
+    with Client(args.scheduler, timeout="30s") as client:
+        print(f"embedding on the Dask cluster at {args.scheduler} "
+              f"({len(client.scheduler_info()['workers'])} workers)", flush=True)
+        yield iter_cluster_embeddings(client, os.path.abspath(args.encoder), X, shape,
+                                      batch_size=args.batch_size)
+
+
+def _embed_shape(args, X, channels):
+    """Shape images are brought to: --image-size for files (else 112), arrays' own size."""
+    if np.asarray(X).ndim != 1:
+        return (*np.asarray(X).shape[1:3], channels)
+    size = 112 if args.image_size is None else args.image_size
+    if size < 8:
+        raise ValueError(f"--image-size must be at least 8 pixels, got {size}")
+    return (size, size, channels)
