@@ -201,6 +201,9 @@ def _thumbnail(name, images, size=96) -> np.ndarray:
     else:
         from PIL import Image
 
+        from embedder.data.decoding import check_pixels
+
+        check_pixels(name)  # the header's size, before Pillow decodes
         with Image.open(name) as img:
             img = img.convert("RGB")
             img.thumbnail((size, size))

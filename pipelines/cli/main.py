@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from pipelines.cli import train as _cli_train  # noqa: E402
 from pipelines.cli import use as _cli_use  # noqa: E402
+from pipelines.cli.common import MAX_IMAGE_SIZE  # noqa: E402
 
 _PACKAGES = ("embedder", "classifiers", "pipelines")
 
@@ -25,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
                         help="show tracebacks of errors and TensorFlow's own messages")
+    common.add_argument("--max-pixels", type=int, metavar="N", default=None,
+                        help="refuse image files whose header declares more pixels "
+                        "(default 67108864, 64 Mpx)")
     training = argparse.ArgumentParser(add_help=False)
     group = training.add_argument_group("encoder training")
     group.add_argument("--image-size", type=int, metavar="PX",
@@ -165,6 +169,7 @@ def main(argv=None) -> int:
     try:
         if not args.verbose:
             _import_tensorflow_quietly()
+        _check_image_limits(args)
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(args.verbose)
             return command(args) or 0
@@ -177,6 +182,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("triplet: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_image_limits(args):
+    """Check --image-size and apply --max-pixels before any file is read."""
+    size = getattr(args, "image_size", None)
+    if size is not None and not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
+                         f"got {size}")
+    if args.max_pixels is None:
+        return
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    from embedder.data.decoding import set_max_pixels
+
+    set_max_pixels(args.max_pixels)
 
 
 def _import_tensorflow_quietly():

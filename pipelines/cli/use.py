@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli.common import input_shape, load, table
+from pipelines.cli.common import MAX_IMAGE_SIZE, input_shape, load, table
 
 EMBEDDING_FORMATS = (".npy", ".csv", ".parquet")
 
@@ -183,6 +183,7 @@ def _embed_shape(args, X, channels):
     if np.asarray(X).ndim != 1:
         return (*np.asarray(X).shape[1:3], channels)
     size = 112 if args.image_size is None else args.image_size
-    if size < 8:
-        raise ValueError(f"--image-size must be at least 8 pixels, got {size}")
+    if not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
+                         f"got {size}")
     return (size, size, channels)
