@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.text import csv_column
+
 #: Queries drawn on a contact sheet at most (the CSV always has all of them).
 MAX_SHEET_QUERIES = 25
 HIT_COLUMNS = ("query", "query_label", "rank", "gallery", "gallery_label", "distance")
@@ -252,7 +254,7 @@ def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_s
     hits = search_gallery(embedder, X_gallery, y_gallery, X_query, top=top,
                           query_labels=y_query)
     if out is not None:
-        atomic_write_text(out, hits.to_csv(index=False))
+        atomic_write_text(out, hits.apply(csv_column).to_csv(index=False))
     if sheet is not None:
         arrays = {}
         for names, X in ((_names(X_gallery, "#"), X_gallery),

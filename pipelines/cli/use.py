@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.cli.common import MAX_IMAGE_SIZE, input_shape, load, table
+from pipelines.text import csv_column
 
 EMBEDDING_FORMATS = (".npy", ".csv", ".parquet")
 
@@ -61,6 +62,7 @@ def predict(args):
         print(f"open-set threshold {head.threshold_:.6f} ({head.open_set_score}, accepts "
               f"{head.target_tpr:g} of known images); {rejected} of {len(paths)} images "
               f"rejected as {head.unknown_label!r}", file=sys.stderr)
+    table = table.apply(csv_column)  # class names and paths come from users' folders
     if args.out:
         from embedder.files import atomic_write_text
 
