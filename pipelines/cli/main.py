@@ -78,6 +78,7 @@ def _add_evaluate(sub, parents):
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="a running Dask scheduler (e.g. tcp://10.0.0.5:8786): the folds run "
                    "on its workers (needs the dask extra)")
+    _add_scheduler_timeout(p)
     p.add_argument("--open-set", type=int, metavar="K", default=None,
                    help="instead of the closed-set report: an open-set report whose folds "
                    "each hide K whole classes from training (AUROC, FPR at 95%% TPR, "
@@ -138,6 +139,13 @@ def _add_embed(sub, parents):
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="a running Dask scheduler: shards of the images are embedded on its "
                    "workers (the encoder and image files must be readable there)")
+    _add_scheduler_timeout(p)
+
+
+def _add_scheduler_timeout(p):
+    p.add_argument("--scheduler-timeout", type=float, metavar="SECONDS", default=30.0,
+                   help="seconds to connect to --scheduler and get its first reply "
+                   "(default 30)")
 
 
 def _add_config_options(group) -> None:
@@ -170,6 +178,7 @@ def main(argv=None) -> int:
         if not args.verbose:
             _import_tensorflow_quietly()
         _check_image_limits(args)
+        _check_scheduler(args)
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(args.verbose)
             return command(args) or 0
@@ -182,6 +191,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("triplet: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_scheduler(args):
+    """Check --scheduler's address and that a scheduler answers, before any work."""
+    if getattr(args, "scheduler", None) is None:
+        return
+    from pipelines.cluster import probe_scheduler
+
+    probe_scheduler(args.scheduler, args.scheduler_timeout)
 
 
 def _check_image_limits(args):

@@ -168,12 +168,9 @@ def _embedding_blocks(args, model, X, shape):
     if args.scheduler is None:
         yield iter_embeddings(model, X, shape, batch_size=args.batch_size)
         return
-    try:
-        from distributed import Client
-    except ImportError as exc:
-        raise ValueError("--scheduler needs Dask: pip install 'triplet-embeddings[dask]'"
-                         ) from exc
-    with Client(args.scheduler, timeout="30s") as client:
+    from pipelines.cluster import scheduler_client
+
+    with scheduler_client(args.scheduler, args.scheduler_timeout) as client:
         print(f"embedding on the Dask cluster at {args.scheduler} "
               f"({len(client.scheduler_info()['workers'])} workers)", flush=True)
         yield iter_cluster_embeddings(client, os.path.abspath(args.encoder), X, shape,
