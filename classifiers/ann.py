@@ -15,7 +15,9 @@ search at fit time) only to hand the classifier a graph it never reads; here the
 classifier gets a trivial graph and only ``predict`` searches.
 
 Nothing here imports TensorFlow; faiss is imported when an index is built or unpickled
-(the ``ann`` extra: ``pip install faiss-cpu``).
+(the ``ann`` extra: ``pip install faiss-cpu``). A saved head holds the indexed vectors,
+not faiss's serialised index: faiss's reader trusts the sizes in its bytes (a 22 KB
+``.skops`` file claimed 1.26 GiB), so loading rebuilds the index from checked vectors.
 """
 
 import numpy as np
@@ -88,21 +90,27 @@ class FaissKNeighborsTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        faiss = _faiss()
         X = np.ascontiguousarray(validate_data(self, X, dtype=np.float32), np.float32)
-        n, dim = X.shape
+        n = len(X)
         lists = self.n_lists or min(int(np.sqrt(n)), n // _MIN_POINTS_PER_LIST)
         self.n_lists_ = max(1, min(int(lists), n))
-        if self.n_lists_ == 1:
-            self.index_ = faiss.IndexFlatL2(dim)
-        else:
-            self.index_ = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, self.n_lists_)
-            rng = np.random.default_rng(self.random_state)
-            size = min(n, _TRAIN_POINTS_PER_LIST * self.n_lists_)
-            self.index_.train(X[np.sort(rng.choice(n, size, replace=False))])
-        self.index_.add(X)
+        self.index_ = self._build_index(X)
         self.n_samples_fit_ = n
         return self
+
+    def _build_index(self, X):
+        """The faiss index of ``X`` with ``n_lists_`` cells (deterministic: seeded)."""
+        faiss = _faiss()
+        n, dim = X.shape
+        if self.n_lists_ == 1:
+            index = faiss.IndexFlatL2(dim)
+        else:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, self.n_lists_)
+            rng = np.random.default_rng(self.random_state)
+            size = min(n, _TRAIN_POINTS_PER_LIST * self.n_lists_)
+            index.train(X[np.sort(rng.choice(n, size, replace=False))])
+        index.add(X)
+        return index
 
     def transform(self, X):
         """Distances to the approximate nearest fitted points, as a CSR graph.
@@ -135,16 +143,42 @@ class FaissKNeighborsTransformer(TransformerMixin, BaseEstimator):
         return self.index_.search(X, k)
 
     def __getstate__(self):
-        # faiss indexes are SWIG objects: pickle their serialised bytes instead.
+        # faiss indexes are SWIG objects: save the indexed vectors, rebuilt at load
         state = dict(super().__getstate__())  # object.__getstate__ is the live __dict__
         if "index_" in state:
-            state["index_"] = _faiss().serialize_index(state["index_"])
+            index = state.pop("index_")
+            if hasattr(index, "make_direct_map"):  # IVF: vectors by id need the map
+                index.make_direct_map()
+            state["vectors_"] = index.reconstruct_n(0, index.ntotal)
         return state
 
     def __setstate__(self, state):
-        if isinstance(state.get("index_"), np.ndarray):
-            state = {**state, "index_": _faiss().deserialize_index(state["index_"])}
+        state = dict(state)
+        if "index_" in state:
+            raise ValueError("FaissKNeighborsTransformer: this file holds a serialised "
+                             "faiss index (an older format, unsafe to read); refit the head")
+        vectors = state.pop("vectors_", None)
         super().__setstate__(state)
+        if vectors is not None:
+            self.index_ = self._build_index(self._checked_vectors(vectors))
+
+    def _checked_vectors(self, vectors):
+        """The saved vectors, if they agree with the saved sizes (else a ValueError)."""
+        n = getattr(self, "n_samples_fit_", None)
+        dim = getattr(self, "n_features_in_", None)
+        lists = getattr(self, "n_lists_", None)
+        ok = (isinstance(vectors, np.ndarray) and vectors.dtype == np.float32
+              and vectors.ndim == 2 and vectors.shape == (n, dim)
+              and isinstance(lists, int) and 1 <= lists <= max(n, 1))
+        if not ok or not np.isfinite(vectors).all():
+            got = (f"{type(vectors).__name__} {getattr(vectors, 'dtype', '')} "
+                   f"{getattr(vectors, 'shape', '')}")
+            raise ValueError(
+                f"FaissKNeighborsTransformer: saved vectors must be finite float32 of shape "
+                f"(n_samples_fit_, n_features_in_) = ({n}, {dim}) with 1 <= n_lists_ <= "
+                f"n_samples_fit_ (got n_lists_={lists!r}); got {got}"
+            )
+        return np.ascontiguousarray(vectors)
 
 
 class ANNKNeighborsClassifier(ClassifierMixin, BaseEstimator):

@@ -189,6 +189,11 @@ class OpenSetClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
+        if self.unknown_label != self.unknown_label:  # NaN: `pred == unknown_label` never holds
+            raise ValueError(
+                f"unknown_label must equal itself so predictions can be compared with it, "
+                f"got {self.unknown_label!r}; use e.g. -1 or 'unknown'"
+            )
         if np.isin(np.asarray([self.unknown_label], dtype=object), y.astype(object)).any():
             raise ValueError(
                 f"unknown_label {self.unknown_label!r} is also a class label in y; choose "

@@ -5,7 +5,11 @@ a uniquely named temporary file in the target's own folder (so the final rename 
 crosses file systems), flushed to disk with ``fsync`` and moved over the target with
 ``os.replace``, which is atomic on POSIX and Windows. A crash or ``kill -9`` before the
 rename leaves the earlier target untouched; the temporary file it leaves behind is
-removed by the next write to the same target (:func:`clean_stale_temporaries`).
+removed by the next write to the same target (:func:`clean_stale_temporaries`). A writer
+holds an exclusive ``flock`` on a lock file beside its temporary for as long as it
+writes; the kernel drops the lock when the writer ends, however it ends, so clean-up
+tells live writers from dead ones on a shared folder too, where process ids of other
+machines or containers (PID namespaces) mean nothing.
 Concurrent writers to one path each write their own temporary file, so the target is
 always one writer's complete output (the last rename wins).
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,12 +38,15 @@ __all__ = [
     "temporary_name",
 ]
 
-#: Temporaries whose writer cannot be identified are removed once older than this (s).
+#: Temporaries without a lock (older versions, or no ``flock``) are removed once older
+#: than this (s).
 STALE_AFTER_S = 3600.0
 
 # ".<target name>.<pid>-<32 hex>.tmp" optionally followed by the writer's suffix; the
 # "<pid>.<hex>" form is what earlier versions of save_pipeline left behind.
-_TEMP_RE = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)[-.][0-9a-f]{32}\.tmp(\.[^.]+)?$")
+_TEMP_RE = re.compile(
+    r"^(?P<base>\.(?P<stem>.+)\.(?P<pid>\d+)[-.][0-9a-f]{32})\.tmp(\.[^.]+)?$")
+_LOCK_RE = re.compile(r"^\.(?P<stem>.+)\.\d+-[0-9a-f]{32}\.lock$")
 
 
 def temporary_name(target_name, suffix=None):
@@ -92,27 +100,73 @@ def _prepare_folder(path):
         ) from exc
 
 
-def _pid_alive(pid):
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: rely on age
+def _fcntl():
+    """The ``fcntl`` module, or None where there is none (Windows): age decides there."""
+    if sys.platform == "win32":
+        return None
+    import fcntl
+
+    return fcntl
+
+
+def _lock_path(tmp):
+    """The lock file of temporary ``tmp``: its name with ``.lock`` for ``.tmp...``."""
+    return tmp.with_name(_TEMP_RE.match(tmp.name)["base"] + ".lock")
+
+
+@contextlib.contextmanager
+def _writer_lock(tmp):
+    """Hold an exclusive lock on the lock file of ``tmp`` while the body writes."""
+    fcntl = _fcntl()
+    if fcntl is None:
+        yield
+        return
+    lock = _lock_path(tmp)
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _unlocked(lock):
+    """Whether nobody holds ``lock`` (then it is removed, under the lock); False if held."""
+    fcntl = _fcntl()
+    try:
+        fd = os.open(lock, os.O_WRONLY)
+    except FileNotFoundError:
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
         return False
-    except (PermissionError, OSError):  # exists but belongs to another user, or unknown
-        return True
+    with contextlib.suppress(OSError):
+        os.unlink(lock)
+    os.close(fd)
     return True
+
+
+def _stale(entry, match, folder, old):
+    """Whether the temporary ``entry`` was left by a writer that has ended."""
+    lock = Path(folder) / (match["base"] + ".lock")
+    if _fcntl() is None or not os.path.lexists(lock):
+        return old  # no lock to ask (an older version's temporary): age decides
+    return _unlocked(lock)
 
 
 def clean_stale_temporaries(folder, stem, *, max_age_s=STALE_AFTER_S):
     """Remove temporaries of target ``stem`` in ``folder`` left by crashed writers.
 
-    A temporary is stale when the process that created it no longer exists, or (when
-    that cannot be told, e.g. another machine on a shared file system) when it is older
-    than ``max_age_s``. Temporaries of running writers are kept, so concurrent writers
-    do not delete each other's work.
+    A temporary is stale when nobody holds the lock beside it (its writer ended: the
+    kernel releases a ``flock`` when its process ends), or, for a temporary without a
+    lock (older versions, systems without ``flock``), when it is older than
+    ``max_age_s``. Temporaries of running writers are kept, whatever machine or PID
+    namespace they run in, so concurrent writers on a shared folder do not delete each
+    other's work. Lock files left without a temporary are removed too.
 
     Parameters
     ----------
@@ -121,7 +175,7 @@ def clean_stale_temporaries(folder, stem, *, max_age_s=STALE_AFTER_S):
     stem : str
         The target's file name, e.g. ``"model.joblib"``.
     max_age_s : float, default=STALE_AFTER_S
-        Age after which a temporary of a live (or unknown) process counts as stale too.
+        Age after which a temporary without a lock counts as stale.
 
     Returns
     -------
@@ -139,10 +193,17 @@ def clean_stale_temporaries(folder, stem, *, max_age_s=STALE_AFTER_S):
     for entry in entries:
         match = _TEMP_RE.match(entry.name) if entry.name.startswith(prefix) else None
         if match is None or match["stem"] != stem:
+            lock = _LOCK_RE.match(entry.name) if entry.name.startswith(prefix) else None
+            if lock is not None and lock["stem"] == stem and _fcntl() is not None:
+                orphan = not any(e.name.startswith(entry.name[:-len(".lock")] + ".tmp")
+                                 for e in entries)
+                with contextlib.suppress(OSError):
+                    if orphan:
+                        _unlocked(entry.path)
             continue
         with contextlib.suppress(OSError):
             old = now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
-            if old or not _pid_alive(int(match["pid"])):
+            if _stale(entry, match, folder, old):
                 os.unlink(entry.path)
                 removed += 1
     return removed
@@ -191,16 +252,18 @@ def atomic_path(path, *, suffix=None) -> Iterator[Path]:
     _prepare_folder(path)
     clean_stale_temporaries(path.parent, path.name)
     tmp = path.with_name(temporary_name(path.name, suffix))
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise ValueError(f"writing {path} produced no file at the temporary path {tmp}")
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    with _writer_lock(tmp):
+        try:
+            yield tmp
+            if not tmp.is_file():
+                raise ValueError(f"writing {path} produced no file at the temporary path "
+                                 f"{tmp}")
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
     _fsync_folder(path.parent)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.text import csv_column
+
 #: Queries drawn on a contact sheet at most (the CSV always has all of them).
 MAX_SHEET_QUERIES = 25
 HIT_COLUMNS = ("query", "query_label", "rank", "gallery", "gallery_label", "distance")
@@ -201,6 +203,9 @@ def _thumbnail(name, images, size=96) -> np.ndarray:
     else:
         from PIL import Image
 
+        from embedder.data.decoding import check_pixels
+
+        check_pixels(name)  # the header's size, before Pillow decodes
         with Image.open(name) as img:
             img = img.convert("RGB")
             img.thumbnail((size, size))
@@ -249,7 +254,7 @@ def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_s
     hits = search_gallery(embedder, X_gallery, y_gallery, X_query, top=top,
                           query_labels=y_query)
     if out is not None:
-        atomic_write_text(out, hits.to_csv(index=False))
+        atomic_write_text(out, hits.apply(csv_column).to_csv(index=False))
     if sheet is not None:
         arrays = {}
         for names, X in ((_names(X_gallery, "#"), X_gallery),

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.text import csv_column
+
 FORMATS = (".npy", ".csv", ".parquet")
 #: Rows per Parquet row group: 16384 x 128-d float32 is 8 MiB, large enough for fast
 #: column reads, small enough to keep the writer's memory flat.
@@ -160,7 +162,9 @@ def _write_csv(blocks, n, dim, tmp, columns):
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write(",".join(header) + "\n")
         for start, block in blocks:
-            pd.DataFrame(_table(start, block, columns)).to_csv(f, header=False, index=False)
+            table = _table(start, block, columns)
+            table.update((name, csv_column(table[name])) for name in columns)
+            pd.DataFrame(table).to_csv(f, header=False, index=False)
 
 
 def _pyarrow():

@@ -1,11 +1,13 @@
-"""One home for the text helpers of reports: strict-JSON values, Markdown tables, natural
-sort, and the last value of a training history.
+"""One home for the text helpers of reports: strict-JSON values, Markdown tables and
+escaped Markdown text, CSV cells safe from formula injection, natural sort, and the last
+value of a training history.
 
 Pure Python + NumPy (no TensorFlow, no scikit-learn), so any module can import it.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -50,9 +52,78 @@ def jsonable(value):
     return repr(value)
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def markdown_text(value) -> str:
+    """``value`` as inline Markdown text: HTML escaped, on one line, ``|`` escaped.
+
+    Parameters
+    ----------
+    value : object
+        Shown with ``str``; class names and file names come from users' folders.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> markdown_text("<img src=x onerror=alert(1)>|a")
+    '&lt;img src=x onerror=alert(1)&gt;\\\\|a'
+    """
+    # A "|" inside a table cell would start a new column; a newline would end the row.
+    text = html.escape(str(value), quote=False)
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _cell(value) -> str:
-    # A "|" inside a cell would start a new column; a newline would end the row.
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return markdown_text(value)
+
+
+def csv_cell(value):
+    """``value`` safe to open in a spreadsheet: text starting a formula gets a ``'``.
+
+    Parameters
+    ----------
+    value : object
+        A cell. Only strings (including NumPy strings) are changed, so numbers such as
+        ``-0.5`` stay numbers.
+
+    Returns
+    -------
+    object
+        ``"'" + value`` for strings starting with ``=``, ``+``, ``-``, ``@``, tab or
+        carriage return (:data:`FORMULA_PREFIXES`), else ``value`` unchanged.
+
+    Examples
+    --------
+    >>> csv_cell("=1+1"), csv_cell("cat"), csv_cell(-2)
+    ("'=1+1", 'cat', -2)
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_column(values):
+    """A column of cells passed through :func:`csv_cell` (numeric columns unchanged).
+
+    Parameters
+    ----------
+    values : array-like, 1-D
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` itself as an array if numeric or boolean, else an object array.
+    """
+    array = np.asarray(values)
+    if array.dtype.kind in "biufc":
+        return array
+    return np.array([csv_cell(str(v) if isinstance(v, np.str_) else v) for v in array],
+                    dtype=object)
 
 
 def markdown_table(header: Sequence, rows: Sequence[Sequence]) -> str:

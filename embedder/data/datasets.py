@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,29 @@ def _load_digits(split):
     return X, digits.target.astype(np.int64)
 
 
+def _inside_links_dropped(root, class_dirs):
+    """``class_dirs`` without symlinks into ``root`` itself, with a warning per link.
+
+    A link to the data folder (or to another class folder) would relabel images that
+    are already counted under their own class: each would be there twice, with two
+    labels. Links to folders outside ``root`` are ordinary class folders.
+    """
+    real_root = root.resolve()
+    kept = []
+    for folder in class_dirs:
+        target = folder.resolve() if folder.is_symlink() else None
+        if target is not None and (target == real_root or real_root in target.parents):
+            warnings.warn(f"class folder {str(folder)!r} is a symlink to {str(target)!r} "
+                          "inside the data folder: ignored (its images would be counted "
+                          "twice, under two labels)", UserWarning, stacklevel=4)
+            continue
+        kept.append(folder)
+    return kept
+
+
 def _load_folder(root):
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = _inside_links_dropped(root, class_dirs)
     if not class_dirs:
         raise ValueError(f"folder {str(root)!r} must contain one sub-folder per class, got none")
     paths, labels = [], []

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -26,8 +28,9 @@ from PIL import Image, UnidentifiedImageError
 from embedder.models.preprocessing import check_input_shape, convert_channels
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "TF_EXTENSIONS", "assert_decoded", "decode_errors", "decode_file",
-    "fit_to_shape", "pil_array", "read_image",
+    "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "TF_EXTENSIONS", "assert_decoded",
+    "check_pixels", "decode_errors", "decode_file", "fit_to_shape", "get_max_pixels",
+    "pil_array", "read_image", "set_max_pixels",
 ]
 
 IMAGE_EXTENSIONS = (
@@ -39,6 +42,111 @@ TF_EXTENSIONS = (".gif", ".jpeg", ".jpg", ".png")
 # prints each of its data items in brackets: "[<_MARK>] [<path>] [<_END>]".
 _MARK, _END = "embedder: cannot decode image file", ":end"
 _OPEN, _CLOSE = f"[{_MARK}] [", f"] [{_END}]"
+#: Largest image decoded unless :func:`set_max_pixels` says else: 64 Mpx (Pillow's own
+#: limit is 89 Mpx). The header declares the size, so a few KB can claim gigabytes.
+DEFAULT_MAX_PIXELS = 64 * 2**20
+_BUDGET = {"max_pixels": DEFAULT_MAX_PIXELS}
+_PILLOW_SIZE = re.compile(r"Image size \((\d+) pixels\)")
+
+
+def set_max_pixels(max_pixels):
+    """Set the pixel budget of every image decoded in this process.
+
+    A file whose header declares more pixels (width x height, times the frames of a GIF,
+    which TensorFlow decodes all) is refused before any decoder allocates memory for it.
+    Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) is set to the same value, so its
+    decompression-bomb warning fires only for files refused anyway.
+
+    Parameters
+    ----------
+    max_pixels : int
+        At least 1; :data:`DEFAULT_MAX_PIXELS` restores the default.
+
+    Raises
+    ------
+    ValueError
+        If ``max_pixels`` is not a positive integer.
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) \
+            or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    _BUDGET["max_pixels"] = int(max_pixels)
+    Image.MAX_IMAGE_PIXELS = int(max_pixels)
+
+
+def get_max_pixels():
+    """The pixel budget set by :func:`set_max_pixels` (default :data:`DEFAULT_MAX_PIXELS`).
+
+    Returns
+    -------
+    int
+    """
+    return _BUDGET["max_pixels"]
+
+
+def _too_large(path, pixels, detail="", limit=None):
+    limit = _BUDGET["max_pixels"] if limit is None else limit
+    return ValueError(
+        f"cannot read image file {str(path)!r}: its header declares {detail}{pixels:,} "
+        f"pixels, more than the limit of {limit:,} (raise it with --max-pixels or "
+        "embedder.data.set_max_pixels if you trust the file)"
+    )
+
+
+def _check_opened(img, path):
+    """Refuse an opened (header-only) Pillow image over the pixel budget."""
+    pixels = img.width * img.height
+    if pixels > _BUDGET["max_pixels"]:
+        raise _too_large(path, pixels, f"{img.width} x {img.height} = ")
+    if img.format == "GIF":  # TensorFlow allocates every frame at the screen size
+        frames = img.n_frames
+        if pixels * frames > _BUDGET["max_pixels"]:
+            raise _too_large(path, pixels * frames,
+                             f"{frames} frames of {img.width} x {img.height} = ")
+
+
+@contextlib.contextmanager
+def _bomb_errors(path):
+    """Pillow's decompression-bomb warning and error as our refusal naming ``path``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        found = _PILLOW_SIZE.search(str(err))
+        if found is None:
+            raise ValueError(f"cannot read image file {str(path)!r}: {err}") from None
+        limit = min(_BUDGET["max_pixels"], Image.MAX_IMAGE_PIXELS or _BUDGET["max_pixels"])
+        raise _too_large(path, int(found.group(1)), limit=limit) from None
+
+
+def check_pixels(path):
+    """Refuse an image file whose header declares more pixels than the budget.
+
+    Only the header is read (Pillow's lazy ``Image.open``); nothing is decoded.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and its size if it is over :func:`get_max_pixels`, or naming the
+        file if Pillow cannot read its header.
+    """
+    try:
+        with _bomb_errors(path), Image.open(path) as img:
+            _check_opened(img, path)
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
+
+
+def _checked(path):
+    """:func:`check_pixels` for ``tf.numpy_function`` (bytes in, True out)."""
+    check_pixels(path.decode())
+    return np.bool_(True)
 
 
 def _pillow_image(img, path, channels):
@@ -76,18 +184,12 @@ def pil_array(path, channels):
     ------
     ValueError
         Naming the file if it is unreadable, not an image, empty (0 pixels high or
-        wide), or larger than Pillow's decompression-bomb limit
-        (``PIL.Image.MAX_IMAGE_PIXELS``).
+        wide), or its header declares more pixels than :func:`get_max_pixels`.
     """
     try:
-        with Image.open(path) as img:
+        with _bomb_errors(path), Image.open(path) as img:
+            _check_opened(img, path)
             return _pillow_image(img, path, channels)
-    except Image.DecompressionBombError as err:
-        raise ValueError(
-            f"cannot read image file {str(path)!r}: it is larger than Pillow's "
-            f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels ({err}); raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
-        ) from err
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
     except ValueError as err:
@@ -162,7 +264,10 @@ def decode_file(path, use_tf, channels):
     """
 
     def tf_decode():  # always 3 channels: TensorFlow's GIF decoder cannot give grey
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        # TensorFlow's decoders have no pixel limit: the header is checked first
+        with tf.control_dependencies([tf.numpy_function(_checked, [path], tf.bool)]):
+            data = tf.io.read_file(path)
+        img = tf.io.decode_image(data, channels=3, expand_animations=False)
         return convert_channels(tf.cast(img, tf.float32), channels)
 
     def pil_decode():

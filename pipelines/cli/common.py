@@ -6,6 +6,9 @@ import sys
 
 import numpy as np
 
+#: Largest --image-size: a 4096 x 4096 x 3 float32 image is 192 MiB before any batch.
+MAX_IMAGE_SIZE = 4096
+
 
 def progress() -> int:
     """Keras verbosity: progress bars on a terminal, one line per epoch in logs/pipes."""
@@ -25,8 +28,9 @@ def input_shape(args, X):
     """Arrays carry their own shape; files are decoded to --image-size (else the default)."""
     if getattr(args, "image_size", None) is None or np.asarray(X).ndim != 1:
         return None
-    if args.image_size < 8:
-        raise ValueError(f"--image-size must be at least 8 pixels, got {args.image_size}")
+    if not 8 <= args.image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
+                         f"got {args.image_size}")
     return (args.image_size, args.image_size, 3)
 
 

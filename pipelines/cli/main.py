@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from pipelines.cli import train as _cli_train  # noqa: E402
 from pipelines.cli import use as _cli_use  # noqa: E402
+from pipelines.cli.common import MAX_IMAGE_SIZE  # noqa: E402
 
 _PACKAGES = ("embedder", "classifiers", "pipelines")
 
@@ -25,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
                         help="show tracebacks of errors and TensorFlow's own messages")
+    common.add_argument("--max-pixels", type=int, metavar="N", default=None,
+                        help="refuse image files whose header declares more pixels "
+                        "(default 67108864, 64 Mpx)")
     training = argparse.ArgumentParser(add_help=False)
     group = training.add_argument_group("encoder training")
     group.add_argument("--image-size", type=int, metavar="PX",
@@ -74,6 +78,7 @@ def _add_evaluate(sub, parents):
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="a running Dask scheduler (e.g. tcp://10.0.0.5:8786): the folds run "
                    "on its workers (needs the dask extra)")
+    _add_scheduler_timeout(p)
     p.add_argument("--open-set", type=int, metavar="K", default=None,
                    help="instead of the closed-set report: an open-set report whose folds "
                    "each hide K whole classes from training (AUROC, FPR at 95%% TPR, "
@@ -134,6 +139,13 @@ def _add_embed(sub, parents):
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="a running Dask scheduler: shards of the images are embedded on its "
                    "workers (the encoder and image files must be readable there)")
+    _add_scheduler_timeout(p)
+
+
+def _add_scheduler_timeout(p):
+    p.add_argument("--scheduler-timeout", type=float, metavar="SECONDS", default=30.0,
+                   help="seconds to connect to --scheduler and get its first reply "
+                   "(default 30)")
 
 
 def _add_config_options(group) -> None:
@@ -165,6 +177,8 @@ def main(argv=None) -> int:
     try:
         if not args.verbose:
             _import_tensorflow_quietly()
+        _check_image_limits(args)
+        _check_scheduler(args)
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(args.verbose)
             return command(args) or 0
@@ -177,6 +191,30 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("triplet: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_scheduler(args):
+    """Check --scheduler's address and that a scheduler answers, before any work."""
+    if getattr(args, "scheduler", None) is None:
+        return
+    from pipelines.cluster import probe_scheduler
+
+    probe_scheduler(args.scheduler, args.scheduler_timeout)
+
+
+def _check_image_limits(args):
+    """Check --image-size and apply --max-pixels before any file is read."""
+    size = getattr(args, "image_size", None)
+    if size is not None and not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
+                         f"got {size}")
+    if args.max_pixels is None:
+        return
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    from embedder.data.decoding import set_max_pixels
+
+    set_max_pixels(args.max_pixels)
 
 
 def _import_tensorflow_quietly():

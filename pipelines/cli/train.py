@@ -111,29 +111,37 @@ def evaluate(args):
     if args.n_jobs is not None and args.n_jobs == 0:
         raise ValueError("--n-jobs must be a positive number of processes or -1 (all "
                          "cores), got 0")
+    _check_out_folder(args.out)
     X, y = load(args.data)
     embedder, refit = _evaluation_embedder(args, X)
-    with _fold_backend(args.scheduler):
+    with _fold_backend(args.scheduler, args.scheduler_timeout):
         if args.open_set is not None:
             return _open_set_evaluation(embedder, X, y, heads, args)
         _report_and_model(embedder, X, y, refit, _Plan(heads, args.cv, args.seed, args.out,
                                                        args.n_jobs))
 
 
+def _check_out_folder(out):
+    """--out must be a folder that can be made: checked before the cross-validation."""
+    for part in (Path(out), *Path(out).absolute().parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"--out must be a folder (the report and model go there), but "
+                             f"{str(part)!r} is a file")
+        if part.exists():
+            return
+
+
 @contextlib.contextmanager
-def _fold_backend(address):
+def _fold_backend(address, timeout):
     """Run the folds on the Dask cluster at ``address`` (joblib's dask backend)."""
     if address is None:
         yield
         return
-    try:
-        from distributed import Client
-    except ImportError as exc:
-        raise ValueError("--scheduler needs Dask: pip install 'triplet-embeddings[dask]'"
-                         ) from exc
     import joblib
 
-    with Client(address, timeout="30s") as client, joblib.parallel_config(backend="dask"):
+    from pipelines.cluster import scheduler_client
+
+    with scheduler_client(address, timeout) as client, joblib.parallel_config(backend="dask"):
         print(f"folds run on the Dask cluster at {address} "
               f"({len(client.scheduler_info()['workers'])} workers)", flush=True)
         yield

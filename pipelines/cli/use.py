@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli.common import input_shape, load, table
+from pipelines.cli.common import MAX_IMAGE_SIZE, input_shape, load, table
+from pipelines.text import csv_column
 
 EMBEDDING_FORMATS = (".npy", ".csv", ".parquet")
 
@@ -61,6 +62,7 @@ def predict(args):
         print(f"open-set threshold {head.threshold_:.6f} ({head.open_set_score}, accepts "
               f"{head.target_tpr:g} of known images); {rejected} of {len(paths)} images "
               f"rejected as {head.unknown_label!r}", file=sys.stderr)
+    table = table.apply(csv_column)  # class names and paths come from users' folders
     if args.out:
         from embedder.files import atomic_write_text
 
@@ -166,12 +168,9 @@ def _embedding_blocks(args, model, X, shape):
     if args.scheduler is None:
         yield iter_embeddings(model, X, shape, batch_size=args.batch_size)
         return
-    try:
-        from distributed import Client
-    except ImportError as exc:
-        raise ValueError("--scheduler needs Dask: pip install 'triplet-embeddings[dask]'"
-                         ) from exc
-    with Client(args.scheduler, timeout="30s") as client:
+    from pipelines.cluster import scheduler_client
+
+    with scheduler_client(args.scheduler, args.scheduler_timeout) as client:
         print(f"embedding on the Dask cluster at {args.scheduler} "
               f"({len(client.scheduler_info()['workers'])} workers)", flush=True)
         yield iter_cluster_embeddings(client, os.path.abspath(args.encoder), X, shape,
@@ -183,6 +182,7 @@ def _embed_shape(args, X, channels):
     if np.asarray(X).ndim != 1:
         return (*np.asarray(X).shape[1:3], channels)
     size = 112 if args.image_size is None else args.image_size
-    if size < 8:
-        raise ValueError(f"--image-size must be at least 8 pixels, got {size}")
+    if not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
+                         f"got {size}")
     return (size, size, channels)

@@ -52,8 +52,20 @@ def _qualname(obj):
 
 
 def _signing_key():
+    """The key in :data:`SIGNING_KEY_ENV`, or None where it is unset.
+
+    Set but empty (or blank) fails closed: treating it as unset would silently accept
+    unsigned, forged sidecars where the owner meant to require signatures.
+    """
     key = os.environ.get(SIGNING_KEY_ENV)
-    return key.encode("utf-8") if key else None
+    if key is None:
+        return None
+    if not key.strip():
+        raise ValueError(
+            f"{SIGNING_KEY_ENV} is set but empty: set it to the signing key, or unset it "
+            "to save and load without a signature"
+        )
+    return key.encode("utf-8")
 
 
 def _signature(key, data):
@@ -138,9 +150,8 @@ def _check_digests(path, sidecar, metadata, data):
     actual = hashlib.sha256(data).hexdigest()
     if metadata["sha256"] != actual:
         return (
-            f"{path} does not match its sidecar {sidecar.name} (sha256 {actual}, the "
-            f"sidecar says {metadata['sha256']}): it was altered or truncated after "
-            "saving, or a save was interrupted"
+            f"{Path(path).name} does not match its sidecar {sidecar.name} (sha256): it was "
+            "altered or truncated after saving, or a save was interrupted"
         )
     key = _signing_key()
     if key is None:
@@ -170,9 +181,9 @@ def verify_against_sidecar(path, data, *, required, trusted, check_versions):
                       stacklevel=3)
     elif required:
         raise ValueError(
-            f"refusing to load {path}: {problem}. Unpickling a file runs code chosen by "
-            "its author, so only verified files are loaded; pass trusted=True (CLI: "
-            "--trust) only if you trust its source, or use the .skops format"
+            f"refusing to load {path}: {problem}. Unpickling runs code chosen by its "
+            "author: pass trusted=True (CLI: --trust) only if you trust its source, or "
+            "use .skops"
         )
     else:
         raise ValueError(f"refusing to load {path}: {problem}; pass trusted=True (CLI: "

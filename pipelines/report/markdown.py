@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.text import last_value, markdown_table
+from pipelines.text import last_value, markdown_table, markdown_text
 
 _METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "f1_macro": "macro-F1"}
@@ -28,7 +28,7 @@ def _pm(mean: dict, std: dict, key: str, fmt: str = ".3f") -> str:
 
 
 def _class_list(classes: list) -> str:
-    shown = ", ".join(classes[:_LISTED_CLASSES])
+    shown = ", ".join(markdown_text(c) for c in classes[:_LISTED_CLASSES])
     more = len(classes) - _LISTED_CLASSES
     return shown if more <= 0 else f"{shown} and {more} more"
 

@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from classifiers.open_set import SCORES, OpenSetClassifier, acceptance_threshold
+from embedder.checks import few
 from pipelines.report.folds import LOG, run_folds
 from pipelines.report.open_set_records import METRICS, OpenSetFold, OpenSetReport
 from pipelines.text import jsonable
@@ -290,4 +291,27 @@ def rejecting_head(head, calibration=None, *, target_tpr=None, random_state=0):
         params["target_tpr"] = target_tpr
     inner = head.head_ if is_open else head
     Z, y = calibration
+    _check_calibration_classes(np.asarray(y), getattr(inner, "classes_", None))
     return OpenSetClassifier(FrozenEstimator(inner), **params).fit(Z, y)
+
+
+def _check_calibration_classes(y, head_classes):
+    """Refuse calibration labels that miss known classes: their images would be rejected.
+
+    The open-set reference data come from the calibration images only, so a known class
+    without calibration images is far from all of it, and every image of it is unknown.
+    """
+    found = np.unique(y)
+    if len(found) < 2:
+        raise ValueError(
+            f"calibration must hold images of at least 2 known classes, got {len(found)} "
+            f"({few(found.tolist())}): images of every other class would be rejected"
+        )
+    if head_classes is None:
+        return
+    missing = np.setdiff1d(np.asarray(head_classes), found)
+    if len(missing):
+        raise ValueError(
+            f"calibration lacks {len(missing)} of the head's {len(head_classes)} classes "
+            f"({few(missing.tolist())}): their images would be rejected as unknown"
+        )

@@ -108,6 +108,27 @@ def test_forged_sidecar_without_signature_is_refused(evil, monkeypatch):
              "holds no signature")
 
 
+@pytest.mark.parametrize("key", ["", "  "])
+def test_set_but_empty_signing_key_fails_closed(evil, head, tmp_path, monkeypatch, key):
+    # an empty key is a broken deployment, not "no key": the forged sidecar is refused
+    path, marker = evil
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    sidecar_path(path).write_text(json.dumps({"format_version": 1, "sha256": digest,
+                                              "versions": {"scikit-learn": sklearn.__version__}}))
+    monkeypatch.setenv(SIGNING_KEY_ENV, key)
+    message = (r"^TRIPLET_SIGNING_KEY is set but empty: set it to the signing key, or unset "
+               r"it to save and load without a signature$")
+    _refused(path, marker, message)
+    with pytest.raises(ValueError, match=message):
+        load_pipeline(path, trusted=True)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=message):
+        save_pipeline(head[0], tmp_path / "m.joblib")
+    assert not (tmp_path / "m.joblib").exists()
+
+
 def test_file_swapped_after_the_check_is_not_the_one_loaded(evil, head, tmp_path,
                                                              monkeypatch):
     """The race: the file is replaced between verification and unpickling."""

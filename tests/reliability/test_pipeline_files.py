@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +134,10 @@ def test_stale_temporaries_of_killed_saves_are_cleaned(blobs, tmp_path):
              tmp_path / f".m.joblib.json.999999999-{'c' * 32}.tmp"]
     for path in stale:
         path.write_bytes(b"partial")
+        os.utime(path, (time.time() - 7200,) * 2)  # without a lock, age tells stale
+    # a killed writer's temporary: its lock file is there, and nobody holds it
+    (tmp_path / f".m.joblib.1-{'d' * 32}.tmp").write_bytes(b"partial")
+    (tmp_path / f".m.joblib.1-{'d' * 32}.lock").write_bytes(b"")
     save_pipeline(LogisticRegression().fit(X, y), tmp_path / "m.joblib")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.joblib", "m.joblib.json"]
 
