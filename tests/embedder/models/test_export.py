@@ -193,3 +193,27 @@ def test_invalid_arguments(encoder, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         export_encoder(encoder, tmp_path / "enc.onnx", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_saved_encoder_opens_with_plain_keras_after_importing_embedder_models(encoder,
+                                                                                 tmp_path):
+    """The documented rule: ``import embedder.models`` registers the two custom layers
+    (plain ``import embedder`` is lazy and does not); without it Keras names the class
+    it cannot find. The exports above need neither."""
+    encoder.save(tmp_path / "enc.keras")
+    code = textwrap.dedent("""
+        import sys
+        import keras
+        try:
+            keras.models.load_model("enc.keras")
+        except TypeError as err:
+            print("without:", "SafeUnitNormalization" in str(err))
+        import embedder
+        import embedder.models
+        model = keras.models.load_model("enc.keras", safe_mode=True)
+        print("with:", model.output_shape)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-3:-1] == ["without: True", "with: (None, 8)"]
