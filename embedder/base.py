@@ -90,10 +90,15 @@ class EmbedderBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
 
         An embedder fitted on paths (one feature) still embeds rows of its pixel count.
         """
-        fitted_on_paths = not reset and self.n_features_in_ != int(
-            np.prod(self.input_shape_))
-        if fitted_on_paths:
-            return check_array(X, dtype=None, ensure_min_samples=1)
+        pixels = int(np.prod(self.input_shape_)) if not reset else None
+        if not reset and self.n_features_in_ != pixels:  # fitted on paths
+            arr = check_array(X, dtype=None, ensure_min_samples=1)
+            if arr.shape[1] != pixels:
+                raise ValueError(
+                    f"X has {arr.shape[1]} features per row, but {type(self).__name__} "
+                    f"was fitted on image paths decoded to {tuple(self.input_shape_)}: "
+                    f"rows need {pixels} (h * w * c)")
+            return arr
         if reset:
             self._forget_feature_names()
         return validate_data(self, X, reset=reset, dtype=None, ensure_min_samples=1)

@@ -91,3 +91,11 @@ def test_triplet_embedder_in_a_pipeline_of_paths(table):
     assert out.shape == (len(df), 8)
     assert list(pipe.get_feature_names_out())[:2] == ["img__tripletembedder0",
                                                       "img__tripletembedder1"]
+
+
+def test_rows_of_another_size_after_paths(table, frozen):
+    embedder = frozen.set_output(transform="default").fit(table[0]["path"])
+    with pytest.raises(ValueError, match=r"^X has 5 features per row, but FrozenEmbedder "
+                       r"was fitted on image paths decoded to \(16, 16, 3\): rows need "
+                       r"768 \(h \* w \* c\)$"):
+        embedder.transform(np.zeros((2, 5), "float32"))
