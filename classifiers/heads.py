@@ -4,6 +4,7 @@ Nothing here imports TensorFlow: a head fitted on embeddings loads without it.
 """
 
 import numpy as np
+from sklearn.base import clone, is_classifier
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import BaseCrossValidator, StratifiedKFold
@@ -118,7 +119,10 @@ def make_head(name, **params):
 
     Parameters
     ----------
-    name : {"knn", "logreg", "svm"}
+    name : {"knn", "logreg", "svm"} or classifier
+        A scikit-learn classifier instance (``RandomForestClassifier()``, a
+        ``Pipeline`` ending in one, ...) is returned as an unfitted ``clone`` with
+        ``params`` set on it, as reports accept it.
         ``"knn"``: :class:`~sklearn.neighbors.KNeighborsClassifier`
         (``n_neighbors=5, weights="distance"``); with ``algorithm="ann"`` an
         approximate-neighbour :class:`classifiers.ann.ANNKNeighborsClassifier` for large
@@ -151,8 +155,17 @@ def make_head(name, **params):
     ValueError
         If ``name`` is not one of :data:`HEADS`.
     TypeError
-        If a parameter is not one the estimator takes.
+        If a parameter is not one the estimator takes, or ``name`` is an estimator
+        that is not a classifier.
+
+    Examples
+    --------
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> make_head(RandomForestClassifier(), n_estimators=50)
+    RandomForestClassifier(n_estimators=50)
     """
+    if hasattr(name, "get_params") and hasattr(name, "fit"):
+        return _head_from_estimator(name, params)
     if not isinstance(name, str) or name not in HEADS:
         raise ValueError(f"head must be one of {list(HEADS)}, got {name!r}")
     params = dict(params)
@@ -173,6 +186,19 @@ def make_head(name, **params):
         return CalibratedClassifierCV(estimator, method="temperature",
                                       cv=SmallestClassFolds(), ensemble=False)
     return estimator
+
+
+def _head_from_estimator(estimator, params):
+    class_name = type(estimator).__name__
+    if not is_classifier(estimator):
+        raise TypeError(f"head must be a head name or a scikit-learn classifier, got "
+                        f"{class_name}, which is not a classifier")
+    head = clone(estimator)
+    unknown = sorted(set(params) - set(head.get_params(deep=True)))
+    if unknown:
+        raise TypeError(f"unknown parameter {unknown[0]!r} for head {class_name}; its "
+                        "parameters are those of its get_params()")
+    return head.set_params(**params)
 
 
 def _check_params(name, class_name, params, valid):

@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "build_encoder": "embedder.models.encoders",
     "available_encoders": "embedder.models.encoders",
     "register_encoder": "embedder.models.encoders",
+    "export_encoder": "embedder.models.export",
     "pairwise_distances": "embedder.distances",
     "retrieval_scores": "embedder.metrics",
     "load_dataset": "embedder.data.datasets",

@@ -13,10 +13,15 @@ import os
 
 import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from embedder.checks import check_non_empty
-from embedder.data.inputs import as_paths, resolve_input_shape, shape_for_features
+from embedder.data.inputs import (
+    as_paths,
+    path_column,
+    resolve_input_shape,
+    shape_for_features,
+)
 
 #: Images given as file paths are decoded to this shape unless ``input_shape`` says else.
 PATHS_DEFAULT_SHAPE = (112, 112, 3)
@@ -36,15 +41,24 @@ class EmbedderBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
                 f"X must be a list or array of image paths or images, got a single "
                 f"{type(X).__name__} {str(X)!r}; wrap it in a list"
             )
-        paths = as_paths(X)
+        paths, column = as_paths(X), None
+        if paths is None:
+            paths, column = path_column(X)
         if paths is not None:
             if reset:
-                self._set_shape(self._default_shape(PATHS_DEFAULT_SHAPE))
+                # one column of paths: that is what scikit-learn's feature names and
+                # get_feature_names_out(input_features) describe, not the pixels
+                self._set_shape(self._default_shape(PATHS_DEFAULT_SHAPE), n_features=1)
+                self._forget_feature_names()
+                if column is not None:
+                    self.feature_names_in_ = np.asarray([column], dtype=object)
             return paths
         arr = X if isinstance(X, np.ndarray) else np.asarray(X)
         if arr.ndim == 4:
+            if reset:
+                self._forget_feature_names()
             return self._prepare_images(arr, reset)
-        arr = validate_data(self, X, reset=reset, dtype=None, ensure_min_samples=1)
+        arr = self._validate_rows(X, reset)
         if arr.dtype.kind not in "uif":
             arr = arr.astype(np.float32)
         if reset:
@@ -71,12 +85,40 @@ class EmbedderBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
             )
         return arr
 
+    def _validate_rows(self, X, reset):
+        """Flattened pixel rows, checked by scikit-learn against what ``fit`` was given.
+
+        An embedder fitted on paths (one feature) still embeds rows of its pixel count.
+        """
+        pixels = int(np.prod(self.input_shape_)) if not reset else None
+        if not reset and self.n_features_in_ != pixels:  # fitted on paths
+            arr = check_array(X, dtype=None, ensure_min_samples=1)
+            if arr.shape[1] != pixels:
+                raise ValueError(
+                    f"X has {arr.shape[1]} features per row, but {type(self).__name__} "
+                    f"was fitted on image paths decoded to {tuple(self.input_shape_)}: "
+                    f"rows need {pixels} (h * w * c)")
+            return arr
+        if reset:
+            self._forget_feature_names()
+        return validate_data(self, X, reset=reset, dtype=None, ensure_min_samples=1)
+
+    def _forget_feature_names(self):
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
     def _default_shape(self, inferred):
         return resolve_input_shape(self.input_shape, inferred)
 
-    def _set_shape(self, shape):
+    def _set_shape(self, shape, n_features=None):
         self.input_shape_ = tuple(shape)
-        self.n_features_in_ = int(np.prod(self.input_shape_))
+        self.n_features_in_ = (int(np.prod(self.input_shape_)) if n_features is None
+                               else n_features)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True  # image paths
+        return tags
 
     # --------------------------------------------------------------- transform
     def transform(self, X):

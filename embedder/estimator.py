@@ -104,6 +104,13 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         Makes training reproducible on CPU (sampling, initial weights, augmentation).
     verbose : int, default=0
         0 silent, 1 Keras progress bar, 2 one line per epoch.
+    callbacks : list of keras.callbacks.Callback or None, default=None
+        Keras callbacks (``TensorBoard``, ``CSVLogger``, your own) that watch every
+        epoch of every training phase, with the library's metrics in ``logs`` (``loss``,
+        the batch diagnostics, ``val_map_at_r``, ``learning_rate``, ...). They run after
+        the library's own callbacks and may stop training (``model.stop_training``).
+        ``clone`` and pickling copy them without the state of a run (the training
+        model, open files), which Keras callbacks rebuild in ``on_train_begin``.
 
     Attributes
     ----------
@@ -123,7 +130,11 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
     classes_ : ndarray
         The class labels seen in ``fit``.
     n_features_in_ : int
-        Pixels per image (h * w * c of ``input_shape_``).
+        What ``fit`` was given per image: 1 for a column of image paths, else the
+        pixels per image (h * w * c of ``input_shape_``).
+    feature_names_in_ : ndarray of str
+        The column names of a ``DataFrame`` given to ``fit`` (one name for a column of
+        paths, e.g. from a ``ColumnTransformer``); absent for other inputs.
     input_shape_ : tuple of int
         The resolved image shape.
     collapsed_ : bool
@@ -152,6 +163,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         "input_shape": [tuple, list, None],
         "embedding_dim": [Interval(Integral, 1, None, closed="left")],
         "weights": [str, os.PathLike, None],
+        "callbacks": [list, tuple, None],
         **TrainingConfig.parameter_constraints(),
     }
 
@@ -182,6 +194,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         checkpoint_dir=None,
         random_state=None,
         verbose=0,
+        callbacks=None,
     ):
         self.encoder = encoder
         self.input_shape = input_shape
@@ -207,6 +220,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
+        self.callbacks = callbacks
 
     def training_config(self) -> TrainingConfig:
         """The validated :class:`TrainingConfig` these parameters describe (before data
@@ -221,7 +235,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         return TrainingConfig.from_params(params)
 
     @fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, callbacks=None):
         """Train the encoder on images ``X`` with labels ``y``.
 
         Parameters
@@ -230,12 +244,19 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
             Training images.
         y : array-like of shape (n,)
             Class labels; at least 2 classes with 2 or more images each.
+        callbacks : list of keras.callbacks.Callback or None, default=None
+            Callbacks of this ``fit`` only, run after the ``callbacks`` parameter's; in a
+            ``Pipeline``: ``pipe.fit(X, y, embed__callbacks=[...])``.
 
         Returns
         -------
         self : TripletEmbedder
             The fitted embedder.
         """
+        from embedder.training.user_callbacks import check_callbacks
+
+        extra = (check_callbacks(self.callbacks)
+                 + check_callbacks(callbacks, "fit's callbacks"))
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None"
@@ -249,10 +270,10 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         labels = LabelEncoder().fit(y)
         self.classes_ = labels.classes_
         _check_trainable_classes(y, self.classes_)
-        self._train(images, labels.transform(y))
+        self._train(images, labels.transform(y), extra)
         return self
 
-    def _train(self, images, y_enc):
+    def _train(self, images, y_enc, callbacks=()):
         from embedder.data.fingerprints import image_fingerprints
         from embedder.training.run import (
             build_training_run,
@@ -273,7 +294,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
                 encoder = self._initial_encoder()
             run = build_training_run(encoder, images, y_enc, config,
                                      input_shape=self.input_shape_, strategy=strategy,
-                                     pretrained=self._pretrained_start())
+                                     pretrained=self._pretrained_start(),
+                                     callbacks=callbacks)
             self.history_ = run_training(run)
         self.encoder_ = encoder
         self.config_ = run.config
@@ -303,6 +325,26 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         model, _, _ = load_encoder_file(self.encoder)
         check_encoder_channels(model, self.input_shape_, self.encoder)
         return model
+
+    def __sklearn_clone__(self):
+        # scikit-learn deep-copies each callback: one that trained holds the training
+        # model and closed files. The clone gets copies without that run state.
+        from embedder.training.user_callbacks import portable_callbacks
+
+        if self.callbacks is None:
+            return super().__sklearn_clone__()
+        twin = object.__new__(type(self))
+        vars(twin).update(vars(self))
+        twin.callbacks = portable_callbacks(self.callbacks)
+        return super(TripletEmbedder, twin).__sklearn_clone__()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if state.get("callbacks") is not None:
+            from embedder.training.user_callbacks import portable_callbacks
+
+            state = {**state, "callbacks": portable_callbacks(state["callbacks"])}
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

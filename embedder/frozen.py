@@ -51,7 +51,11 @@ class FrozenEmbedder(EmbedderBase, BaseEstimator):
     input_shape_ : tuple of int
         The resolved image shape.
     n_features_in_ : int
-        Pixels per image (h * w * c of ``input_shape_``).
+        What ``fit`` was given per image: 1 for a column of image paths, else the
+        pixels per image (h * w * c of ``input_shape_``).
+    feature_names_in_ : ndarray of str
+        The column names of a ``DataFrame`` given to ``fit`` (one name for a column of
+        paths, e.g. from a ``ColumnTransformer``); absent for other inputs.
 
     See Also
     --------

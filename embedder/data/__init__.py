@@ -21,11 +21,17 @@ from embedder.data.image_pipeline import (
     offline_triplet_dataset,
     training_dataset,
 )
-from embedder.data.inputs import as_paths, resolve_input_shape, shape_for_features
+from embedder.data.inputs import (
+    as_paths,
+    path_column,
+    resolve_input_shape,
+    shape_for_features,
+)
 from embedder.data.sampling import PKSampler, check_class_sizes, random_triplets
 
 __all__ = [
     "BUILTINS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "PKSampler", "as_paths",
+    "path_column",
     "check_class_sizes", "decode_errors", "decode_file", "image_batches",
     "image_fingerprints", "iterate_batches", "load_dataset", "load_fashion_mnist",
     "offline_triplet_dataset", "overlap", "random_triplets", "read_image",

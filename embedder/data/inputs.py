@@ -17,6 +17,33 @@ def as_paths(X):
     return np.asarray([os.fspath(p) for p in values], dtype=object)
 
 
+def path_column(X):
+    """Paths given as a one-column table: ``(paths, column_name)``, else ``(None, None)``.
+
+    A ``ColumnTransformer`` hands a transformer its columns as a 1-D ``Series`` for a
+    column name (handled by :func:`as_paths`) and as a one-column ``DataFrame`` for a list
+    of one name; 2-D arrays of shape ``(n, 1)`` holding paths count too.
+
+    Parameters
+    ----------
+    X : object
+        The input.
+
+    Returns
+    -------
+    paths : ndarray of object or None
+        1-D array of path strings.
+    name : str or None
+        The column's name (a ``DataFrame``'s), else None.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is not None and getattr(X, "ndim", None) == 2 and len(columns) == 1:
+        return as_paths(X.iloc[:, 0]), str(columns[0])
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1:
+        return as_paths(X[:, 0]), None
+    return None, None
+
+
 def is_int_triple(shape):
     """Whether ``shape`` is three positive integers."""
     try:

@@ -127,7 +127,12 @@ def preprocess(inputs, *, size, channels=3, mode="unit", name="preprocess"):
     order = "bgr" if mode == "caffe" else "rgb"
     if inputs.shape[-1] != channels or order == "bgr":
         x = ChannelAdapter(channels, order=order, name=f"{name}_channels")(x)
-    x = keras.layers.Resizing(*size, interpolation="bilinear", name=f"{name}_resize")(x)
+    # training=False: Resizing's call defaults to training=True, which Keras 3.15 pushes
+    # into the call context of an encoder called as ``encoder(x)``, so every
+    # BatchNormalization after it would use batch statistics (and update its moving ones)
+    # outside fit. Stored in the graph node; a training=True call still trains them.
+    x = keras.layers.Resizing(*size, interpolation="bilinear", name=f"{name}_resize")(
+        x, training=False)
     if mode == "unit":
         return keras.layers.Rescaling(1.0 / 255.0, name=f"{name}_rescale")(x)
     if mode == "symmetric":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
+from pipelines.cli import export as _cli_export  # noqa: E402
 from pipelines.cli import train as _cli_train  # noqa: E402
 from pipelines.cli import use as _cli_use  # noqa: E402
 from pipelines.cli.common import MAX_IMAGE_SIZE  # noqa: E402
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                        "Applications backbones")
     _add_config_options(group)
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--tensorboard", metavar="DIR", default=None,
+                       help="TensorBoard logs of the training (evaluate: one sub-folder "
+                       "run-N per training run, the folds then the refit)")
+    group.add_argument("--csv-log", metavar="FILE", default=None,
+                       help="per-epoch metrics as CSV (evaluate: FILE's name + -run-N per "
+                       "training run)")
 
     parser = argparse.ArgumentParser(
         prog="triplet", description="Triplet-loss image embeddings with scikit-learn heads.")
@@ -48,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_predict(sub, [common])
     _add_search(sub, [common])
     _add_embed(sub, [common])
+    _add_export(sub, [common])
     p = sub.add_parser("demo", parents=[common],
                        help="train on the bundled digits, compare the heads, save all")
     p.add_argument("--out", default="demo-output", metavar="DIR")
@@ -148,6 +156,23 @@ def _add_scheduler_timeout(p):
                    "(default 30)")
 
 
+def _add_export(sub, parents):
+    p = sub.add_parser(
+        "export", parents=parents,
+        help="export an encoder to SavedModel, TFLite or ONNX (checked against Keras)",
+        description="Export a .keras encoder for serving without Keras: a TensorFlow "
+        "SavedModel folder, a TFLite file or an ONNX file (needs the export extra). The "
+        "export is checked against the Keras encoder on sample images before it is "
+        "saved. Example: triplet export encoder.keras --format onnx --out encoder.onnx")
+    p.add_argument("encoder", metavar="ENCODER.keras", help="a saved encoder")
+    p.add_argument("--format", choices=_cli_export.FORMATS, default="savedmodel",
+                   help="savedmodel (a folder), tflite or onnx (default savedmodel)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="the SavedModel folder, or the .tflite / .onnx file")
+    p.add_argument("--atol", type=float, default=1e-4, metavar="TOL",
+                   help="largest accepted difference from the Keras encoder (default 1e-4)")
+
+
 def _add_config_options(group) -> None:
     from embedder.training.config import field_choices
 
@@ -173,7 +198,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     command = {"train": _cli_train.train, "evaluate": _cli_train.evaluate,
                "demo": _cli_train.demo, "predict": _cli_use.predict,
-               "search": _cli_use.search, "embed": _cli_use.embed}[args.command]
+               "search": _cli_use.search, "embed": _cli_use.embed,
+               "export": _cli_export.export}[args.command]
     try:
         if not args.verbose:
             _import_tensorflow_quietly()

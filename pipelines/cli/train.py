@@ -35,7 +35,27 @@ def training_fields():
             if f.name in params and f.name not in SET_BY_CLI]
 
 
-def _trainable_embedder(args, X, encoder):
+def log_callbacks(args, *, per_run):
+    """Keras callbacks of ``--tensorboard`` and ``--csv-log``; ``per_run``: one numbered
+    sub-folder / file per training run (the folds of ``evaluate`` train copies)."""
+    import keras
+
+    from embedder.training.user_callbacks import RunLogger
+
+    callbacks = []
+    if getattr(args, "tensorboard", None) is not None:
+        callbacks.append(RunLogger("tensorboard", args.tensorboard) if per_run
+                         else keras.callbacks.TensorBoard(args.tensorboard))
+    if getattr(args, "csv_log", None) is not None:
+        if Path(args.csv_log).is_dir():
+            raise ValueError(f"--csv-log must be a file, got the folder {args.csv_log!r}")
+        Path(args.csv_log).parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(RunLogger("csv", args.csv_log) if per_run
+                         else keras.callbacks.CSVLogger(args.csv_log))
+    return callbacks or None
+
+
+def _trainable_embedder(args, X, encoder, *, per_run=False):
     from embedder import TripletEmbedder
 
     names = [f.name for f in training_fields()] + ["embedding_dim", "weights"]
@@ -43,7 +63,8 @@ def _trainable_embedder(args, X, encoder):
     if encoder is not None:
         params["encoder"] = encoder
     return TripletEmbedder(input_shape=input_shape(args, X), random_state=args.seed,
-                           verbose=progress(), **params)
+                           verbose=progress(), callbacks=log_callbacks(args, per_run=per_run),
+                           **params)
 
 
 def _fine_tuning_line(config) -> str:
@@ -97,7 +118,10 @@ def _evaluation_embedder(args, X):
     from embedder.models.encoders import available_encoders
 
     if args.encoder is None or args.encoder in available_encoders():
-        return _trainable_embedder(args, X, args.encoder), "per_fold"
+        return _trainable_embedder(args, X, args.encoder, per_run=True), "per_fold"
+    if args.tensorboard is not None or args.csv_log is not None:
+        raise ValueError(f"--tensorboard and --csv-log log training, but --encoder "
+                         f"{args.encoder!r} is a saved encoder used frozen (nothing trains)")
     if not Path(args.encoder).is_file():
         raise ValueError(f"--encoder must be one of {available_encoders()} or an existing "
                          f".keras encoder file, got {args.encoder!r}")

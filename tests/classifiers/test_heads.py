@@ -173,3 +173,33 @@ def test_no_tensorflow_import():
         "print(make_head('svm').fit(X, y).predict(X).tolist())\n"
     )
     assert run_without_tensorflow(code) == "[0, 0, 0, 1, 1, 1]"
+
+
+def test_an_estimator_instance_is_cloned_with_the_params(embeddings):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    forest = RandomForestClassifier(max_depth=3)
+    head = make_head(forest, n_estimators=7, random_state=0)
+    assert type(head) is RandomForestClassifier and head is not forest
+    assert head.get_params()["max_depth"] == 3 and head.n_estimators == 7
+    assert forest.n_estimators == 100  # the given one is left alone
+    X, y = embeddings
+    assert head.fit(X, y).score(X, y) > 0.9
+    piped = make_head(make_pipeline(StandardScaler(), LogisticRegression()),
+                      logisticregression__C=3.0)
+    assert piped.get_params()["logisticregression__C"] == 3.0
+
+
+def test_an_estimator_instance_must_be_a_classifier():
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+
+    with pytest.raises(TypeError, match="^head must be a head name or a scikit-learn "
+                       "classifier, got PCA, which is not a classifier$"):
+        make_head(PCA())
+    with pytest.raises(TypeError, match="^unknown parameter 'C' for head "
+                       "RandomForestClassifier; its parameters are those of its "
+                       "get_params\\(\\)$"):
+        make_head(RandomForestClassifier(), C=1.0)

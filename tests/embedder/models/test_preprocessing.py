@@ -87,3 +87,32 @@ def test_preprocessing_layers_survive_keras_save(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 6, 5, 1)).astype(np.float32)
     np.testing.assert_allclose(_np(loaded(images)), _np(model(images)), rtol=1e-6)
     assert isinstance(loaded.get_layer("preprocess_channels"), ChannelAdapter)
+
+
+def _bn_moving_statistics(model):
+    return [w.copy() for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for w in layer.get_weights()[2:]]
+
+
+def test_calling_an_encoder_runs_batch_norm_in_inference_mode(tmp_path):
+    """Regression: Resizing's training=True default leaked into ``encoder(x)``."""
+    from embedder.models import build_encoder, load_encoder
+
+    keras.utils.set_random_seed(0)
+    encoder = build_encoder("small_cnn", input_shape=(16, 16, 3), embedding_dim=8)
+    rng = np.random.default_rng(0)
+    for layer in encoder.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma, beta, rng.normal(0, 0.5, mean.shape),
+                               rng.uniform(0.5, 2.0, var.shape)])
+    x = rng.integers(0, 256, (4, 16, 16, 3)).astype("float32")
+    encoder.save(tmp_path / "enc.keras")
+    for model in (encoder, load_encoder(tmp_path / "enc.keras")):
+        before = _bn_moving_statistics(model)
+        np.testing.assert_allclose(_np(model(x)), model.predict(x, verbose=0), atol=1e-6)
+        for old, new in zip(before, _bn_moving_statistics(model), strict=True):
+            np.testing.assert_array_equal(old, new)
+        # training=True still trains: batch statistics, not the moving ones
+        assert np.abs(_np(model(x, training=True)) - _np(model(x))).max() > 1e-2

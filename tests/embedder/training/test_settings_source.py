@@ -11,7 +11,7 @@ from embedder.training import TrainingConfig
 from pipelines.cli.main import _parser
 from pipelines.cli.train import SET_BY_CLI
 
-ESTIMATOR_ONLY = {"encoder", "input_shape", "embedding_dim", "weights"}
+ESTIMATOR_ONLY = {"encoder", "input_shape", "embedding_dim", "weights", "callbacks"}
 
 
 def _drift(estimator_cls, config_cls, parser):
