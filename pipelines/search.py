@@ -223,8 +223,9 @@ def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_s
 
     Parameters
     ----------
-    source : str or path-like
-        A saved pipeline or ``.keras`` encoder (see :func:`load_search_embedder`).
+    source : str or path-like or transformer
+        A saved pipeline or ``.keras`` encoder (see :func:`load_search_embedder`), or a
+        fitted transformer (anything with ``transform``) used as it is.
     gallery : tuple (X, y)
         Labelled gallery images.
     queries : tuple (X, labels or None)
@@ -249,8 +250,8 @@ def run_search(source, gallery, queries, *, top=5, out=None, sheet=None, input_s
     from embedder.files import atomic_write_text
 
     (X_gallery, y_gallery), (X_query, y_query) = gallery, queries
-    embedder = load_search_embedder(source, X_gallery, input_shape=input_shape,
-                                    trusted=trusted)
+    embedder = source if hasattr(source, "transform") else load_search_embedder(
+        source, X_gallery, input_shape=input_shape, trusted=trusted)
     hits = search_gallery(embedder, X_gallery, y_gallery, X_query, top=top,
                           query_labels=y_query)
     if out is not None:

@@ -18,9 +18,45 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 from pipelines.cli import export as _cli_export  # noqa: E402
 from pipelines.cli import train as _cli_train  # noqa: E402
 from pipelines.cli import use as _cli_use  # noqa: E402
-from pipelines.cli.common import MAX_IMAGE_SIZE  # noqa: E402
+from pipelines.cli.common import MAX_IMAGE_SIZE, check_options  # noqa: E402
 
 _PACKAGES = ("embedder", "classifiers", "pipelines")
+
+
+# Sub-command -> the example shown at the end of its --help.
+EXAMPLES = {
+    "train": "triplet train my_images/ --out encoder.keras --epochs 20 --image-size 64",
+    "evaluate": "triplet evaluate my_images/ --out report/ --heads knn,logreg --cv 5\n"
+                "  (writes report/report.html, report.md, report.json, the figures and "
+                "model.joblib)",
+    "predict": "triplet predict report/model.joblib new_images/ --out predictions.csv "
+               "--all-probabilities",
+    "search": "triplet search report/model.joblib my_images/ query.png --top 5 "
+              "--out hits.csv",
+    "embed": "triplet embed encoder.keras my_images/ --out embeddings.parquet",
+    "demo": "triplet demo --out demo-output",
+}
+_DATA_HELP = ("labelled images: a folder with one sub-folder of images per class, a CSV "
+              "with path,label columns, or a built-in data set (digits, fashion-mnist)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("triplet-embeddings")
+    except PackageNotFoundError:
+        from embedder import __version__
+
+        return f"{__version__} (not installed)"
+
+
+def _command(sub, name, parents, text):
+    """A sub-command whose --help ends with its example from :data:`EXAMPLES`."""
+    example = EXAMPLES.get(name)
+    return sub.add_parser(name, parents=parents, help=text, description=text,
+                          epilog=f"example:\n  {example}" if example else None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
                        "training run)")
 
     parser = argparse.ArgumentParser(
-        prog="triplet", description="Triplet-loss image embeddings with scikit-learn heads.")
+        prog="triplet", description="Triplet-loss image embeddings with scikit-learn heads.",
+        epilog="example:\n  triplet evaluate my_images/ --out report/\n"
+        "Run `triplet COMMAND --help` for the options and an example of each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub, [common, training])
     _add_evaluate(sub, [common, training])
@@ -56,30 +96,36 @@ def _parser() -> argparse.ArgumentParser:
     _add_search(sub, [common])
     _add_embed(sub, [common])
     _add_export(sub, [common])
-    p = sub.add_parser("demo", parents=[common],
-                       help="train on the bundled digits, compare the heads, save all")
-    p.add_argument("--out", default="demo-output", metavar="DIR")
+    p = _command(sub, "demo", [common],
+                 "train on the bundled digits, compare the heads, save all")
+    p.add_argument("--out", default="demo-output", metavar="DIR",
+                   help="folder for the report and the model (default demo-output)")
     return parser
 
 
 def _add_train(sub, parents):
-    p = sub.add_parser("train", parents=parents, help="train and save an encoder")
-    p.add_argument("data", metavar="DATA")
-    p.add_argument("--out", required=True, metavar="ENCODER.keras")
+    p = _command(sub, "train", parents, "train and save an encoder")
+    p.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    p.add_argument("--out", required=True, metavar="ENCODER.keras",
+                   help="where to save the trained encoder (a .keras file)")
     p.add_argument("--encoder", default=None, metavar="NAME|ENCODER.keras",
                    help="architecture (seed_cnn, small_cnn, mobilenet_v2, resnet50), or a "
                    "saved .keras encoder to fine-tune")
 
 
 def _add_evaluate(sub, parents):
-    p = sub.add_parser("evaluate", parents=parents,
-                       help="cross-validated report of the heads + the best pipeline saved")
-    p.add_argument("data", metavar="DATA")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p = _command(sub, "evaluate", parents,
+                 "cross-validated report of the heads + the best pipeline saved")
+    p.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for report.html, report.md, report.json, the figures and "
+                   "model.joblib (created if missing)")
     p.add_argument("--encoder", default=None, metavar="ENCODER.keras|NAME",
                    help="a saved .keras encoder (frozen, not refitted) or an architecture "
                    "name trained inside every fold (default: the TripletEmbedder default)")
-    p.add_argument("--heads", default="knn,logreg,svm", help="comma-separated head names")
+    p.add_argument("--heads", default="knn,logreg,svm",
+                   help="comma-separated head names from knn, logreg, svm (default "
+                   "knn,logreg,svm)")
     p.add_argument("--cv", type=int, default=5, help="number of folds (default 5)")
     p.add_argument("--n-jobs", type=int, default=None, metavar="N",
                    help="folds run in parallel through joblib (default: one after another)")
@@ -94,10 +140,17 @@ def _add_evaluate(sub, parents):
 
 
 def _add_predict(sub, parents):
-    p = sub.add_parser("predict", parents=parents, help="predict classes of images")
-    p.add_argument("model", metavar="MODEL.joblib")
-    p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER")
-    p.add_argument("--out", metavar="predictions.csv", help="CSV file (default: stdout)")
+    p = _command(sub, "predict", parents, "predict classes of images")
+    p.add_argument("model", metavar="MODEL.joblib",
+                   help="a pipeline saved by `triplet evaluate` (its model.joblib)")
+    p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER",
+                   help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", metavar="predictions.csv|.json|.parquet",
+                   help="write the predictions here, in the format of the suffix (default: "
+                   "CSV on stdout)")
+    p.add_argument("--all-probabilities", action="store_true",
+                   help="add one probability_<class> column per class (the head must have "
+                   "predict_proba)")
     p.add_argument("--reject-unknown", action="store_true",
                    help="answer 'unknown' for images far from every known class (adds an "
                    "open_set_score column); needs --calibration unless the model's head "
@@ -114,10 +167,11 @@ def _add_predict(sub, parents):
 
 
 def _add_search(sub, parents):
-    p = sub.add_parser("search", parents=parents,
-                       help="find the gallery images nearest to query images")
-    p.add_argument("model", metavar="MODEL.joblib|ENCODER.keras")
-    p.add_argument("gallery", metavar="GALLERY", help="labelled DATA to search in")
+    p = _command(sub, "search", parents, "find the gallery images nearest to query images")
+    p.add_argument("model", metavar="MODEL.joblib|ENCODER.keras",
+                   help="a pipeline saved by `triplet evaluate` or a .keras encoder")
+    p.add_argument("gallery", metavar="GALLERY", help="labelled DATA to search in: "
+                   + _DATA_HELP)
     p.add_argument("queries", nargs="+", metavar="QUERY",
                    help="image files, folders of images, or a labelled DATA (a folder of "
                    "class sub-folders or a CSV): labelled queries are compared with "
@@ -135,10 +189,13 @@ def _add_search(sub, parents):
 
 
 def _add_embed(sub, parents):
-    p = sub.add_parser("embed", parents=parents, help="embed images with a saved encoder")
-    p.add_argument("encoder", metavar="ENCODER.keras")
-    p.add_argument("data", metavar="DATA")
-    p.add_argument("--out", required=True, metavar="embeddings.npy|.parquet|.csv")
+    p = _command(sub, "embed", parents, "embed images with a saved encoder")
+    p.add_argument("encoder", metavar="ENCODER.keras",
+                   help="an encoder saved by `triplet train` (or save_encoder)")
+    p.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    p.add_argument("--out", required=True, metavar="embeddings.npy|.parquet|.csv",
+                   help="where to write the embeddings; .csv and .parquet add the path and "
+                   "label columns")
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="side of the square images files are decoded to (default 112)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N",
@@ -195,14 +252,16 @@ def _add_config_options(group) -> None:
 
 def main(argv=None) -> int:
     """Run the ``triplet`` command line; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" not in argv:
+        _import_tensorflow_quietly()  # the parser reads the settings: keep --help clean
     args = _parser().parse_args(argv)
     command = {"train": _cli_train.train, "evaluate": _cli_train.evaluate,
                "demo": _cli_train.demo, "predict": _cli_use.predict,
                "search": _cli_use.search, "embed": _cli_use.embed,
                "export": _cli_export.export}[args.command]
     try:
-        if not args.verbose:
-            _import_tensorflow_quietly()
+        check_options(args)  # before any model or data is loaded
         _check_image_limits(args)
         _check_scheduler(args)
         with warnings.catch_warnings():

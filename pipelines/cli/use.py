@@ -9,10 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli.common import MAX_IMAGE_SIZE, input_shape, load, table
+from pipelines.cli.common import (
+    MAX_IMAGE_SIZE,
+    Progress,
+    ProgressTransformer,
+    input_shape,
+    load,
+    table,
+    write_table,
+)
 from pipelines.text import csv_column
-
-EMBEDDING_FORMATS = (".npy", ".csv", ".parquet")
 
 
 def _collect_images(items) -> list:
@@ -34,6 +40,20 @@ def _collect_images(items) -> list:
     return paths
 
 
+def _check_not_an_encoder(path) -> None:
+    """A ``.keras`` encoder given where a pipeline is needed gets told what to do."""
+    import zipfile
+
+    with open(path, "rb") as file:
+        is_zip = file.read(4) == b"PK\x03\x04"  # a pickle may hold a .keras zip inside
+    if Path(path).suffix == ".keras" or (
+            is_zip and "config.json" in zipfile.ZipFile(path).namelist()):
+        raise ValueError(f"model file {str(path)!r} is an encoder (a Keras model), not a "
+                         "pipeline with a head: this is an encoder: use `triplet embed` or "
+                         "`triplet search`; predict needs the model.joblib of `triplet "
+                         "evaluate`")
+
+
 def predict(args):
     import pandas as pd
 
@@ -41,35 +61,37 @@ def predict(args):
 
     if not Path(args.model).is_file():
         raise FileNotFoundError(f"model file {args.model!r} does not exist")
+    _check_not_an_encoder(args.model)
     pipeline = load_pipeline(args.model, trusted=args.trust)
     if not isinstance(getattr(pipeline, "steps", None), list) or len(pipeline.steps) < 2:
         raise ValueError(f"model file {args.model!r} must hold a pipeline with an embedding "
                          f"step and a head (as `triplet evaluate` saves), got a "
                          f"{type(pipeline).__name__}")
+    head = _rejecting_head(args, pipeline) if args.reject_unknown else pipeline[-1]
+    if args.all_probabilities and not hasattr(head, "predict_proba"):
+        raise ValueError(f"--all-probabilities needs a head with predict_proba; the head of "
+                         f"{args.model!r} is a {type(head).__name__}")
     paths = _collect_images(args.images)
-    Z = pipeline[:-1].transform(np.asarray(paths, dtype=object))  # embed once
-    head = pipeline[-1]
-    if args.reject_unknown:
-        head = _rejecting_head(args, pipeline)
-    elif args.target_tpr is not None or args.calibration is not None:
-        raise ValueError("--target-tpr and --calibration only apply with --reject-unknown")
-    table = pd.DataFrame({"path": paths, "class": head.predict(Z)})
+    Z = ProgressTransformer(pipeline[:-1]).transform(np.asarray(paths, dtype=object))
+    predictions = pd.DataFrame({"path": paths, "class": head.predict(Z)})
     if hasattr(head, "predict_proba"):
-        table["probability"] = np.round(head.predict_proba(Z).max(axis=1), 4)
+        proba = head.predict_proba(Z)
+        predictions["probability"] = np.round(proba.max(axis=1), 4)
+        if args.all_probabilities:
+            for j, name in enumerate(head.classes_):
+                predictions[f"probability_{name}"] = np.round(proba[:, j], 4)
     if args.reject_unknown:
-        table["open_set_score"] = np.round(head.score_samples(Z), 6)
-        rejected = int((table["class"] == head.unknown_label).sum())
+        predictions["open_set_score"] = np.round(head.score_samples(Z), 6)
+        rejected = int((predictions["class"] == head.unknown_label).sum())
         print(f"open-set threshold {head.threshold_:.6f} ({head.open_set_score}, accepts "
               f"{head.target_tpr:g} of known images); {rejected} of {len(paths)} images "
               f"rejected as {head.unknown_label!r}", file=sys.stderr)
-    table = table.apply(csv_column)  # class names and paths come from users' folders
     if args.out:
-        from embedder.files import atomic_write_text
-
-        atomic_write_text(args.out, table.to_csv(index=False))
+        write_table(predictions, args.out)
         print(f"{len(paths)} predictions written to {args.out}")
     else:
-        table.to_csv(sys.stdout, index=False)
+        # class names and paths come from users' folders: no spreadsheet formulas
+        predictions.apply(csv_column).to_csv(sys.stdout, index=False)
 
 
 def _rejecting_head(args, pipeline):
@@ -83,8 +105,6 @@ def _rejecting_head(args, pipeline):
             "--reject-unknown needs --calibration DATA (labelled images of the known "
             "classes) unless the model's head is an OpenSetClassifier; the head of "
             f"{args.model!r} is a {type(head).__name__}")
-    if args.target_tpr is not None and not 0 < args.target_tpr <= 1:
-        raise ValueError(f"--target-tpr must be in (0, 1], got {args.target_tpr}")
     calibration = None
     if args.calibration is not None:
         from embedder.data.datasets import load_dataset
@@ -93,21 +113,23 @@ def _rejecting_head(args, pipeline):
         # stderr: the predictions may be going to stdout as CSV
         print(f"calibration DATA {args.calibration}: {len(y_cal)} images, "
               f"{len(np.unique(y_cal))} classes", file=sys.stderr, flush=True)
-        calibration = (pipeline[:-1].transform(X_cal), y_cal)
+        calibration = (ProgressTransformer(pipeline[:-1]).transform(X_cal), y_cal)
     return rejecting_head(head, calibration, target_tpr=args.target_tpr)
 
 
 def search(args):
     from embedder.data.datasets import load_dataset
-    from pipelines.search import run_search
+    from pipelines.search import load_search_embedder, run_search
 
-    if args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"model or encoder file {args.model!r} does not exist")
     X, y = load(args.gallery)
     queries = _search_queries(args.queries, load_dataset)
     sheet = args.sheet or (str(Path(args.out).with_suffix(".png")) if args.out else None)
-    hits = run_search(args.model, (X, y), queries, top=args.top, out=args.out, sheet=sheet,
-                      input_shape=input_shape(args, X), trusted=args.trust)
+    embedder = load_search_embedder(args.model, X, input_shape=input_shape(args, X),
+                                    trusted=args.trust)
+    hits = run_search(ProgressTransformer(embedder), (X, y), queries, top=args.top,
+                      out=args.out, sheet=sheet)
     for query, rows in hits.groupby("query", sort=False):
         print(f"{query}" + (f" ({rows['query_label'].iloc[0]})"
                             if rows["query_label"].iloc[0] else ""))
@@ -133,18 +155,7 @@ def embed(args):
     from embedder.models.encoder_files import load_encoder_file
     from pipelines.streaming import write_embeddings
 
-    out = Path(args.out)
-    if out.suffix not in EMBEDDING_FORMATS:
-        raise ValueError(f"--out must end with one of {', '.join(EMBEDDING_FORMATS)}, "
-                         f"got {args.out!r}")
-    if out.suffix == ".parquet":
-        import importlib.util
-
-        if importlib.util.find_spec("pyarrow") is None:
-            raise ValueError("--out .parquet needs the pyarrow package (pip install "
-                             "pyarrow); use --out embeddings.npy or embeddings.csv instead")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out = Path(args.out)  # its suffix and the other options: common.check_options
     if not Path(args.encoder).is_file():
         raise FileNotFoundError(f"encoder file {args.encoder!r} does not exist")
     X, y = load(args.data)
@@ -156,7 +167,8 @@ def embed(args):
         columns = {"path": X, **columns}
     # streamed: memory stays flat in the number of images (pipelines/streaming.py)
     with _embedding_blocks(args, model, X, shape) as blocks:
-        write_embeddings(blocks, len(X), dim, out, columns=columns)
+        write_embeddings(Progress(len(X)).blocks(blocks), len(X), dim, out,
+                         columns=columns)
     print(f"{len(X)} embeddings of dimension {dim} written to {out}")
 
 

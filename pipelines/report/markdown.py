@@ -10,9 +10,11 @@ import numpy as np
 
 from pipelines.text import last_value, markdown_table, markdown_text
 
-_METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+#: Head metrics of a report -> their names in tables.
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "f1_macro": "macro-F1"}
-_RETRIEVAL_NAMES = {"precision_at_1": "P@1", "r_precision": "R-precision",
+#: Retrieval scores of a report -> their names in tables.
+RETRIEVAL_NAMES = {"precision_at_1": "P@1", "r_precision": "R-precision",
                     "map_at_r": "MAP@R", "knn_accuracy": "kNN accuracy"}
 # Above this many classes a confusion matrix as a table is unreadable: the most confused
 # pairs are listed instead.
@@ -48,7 +50,7 @@ def retrieval_label(key: str, k) -> str:
     str
         E.g. ``"P@1"``, ``"kNN accuracy (k=2)"``.
     """
-    label = _RETRIEVAL_NAMES[key]
+    label = RETRIEVAL_NAMES[key]
     return f"{label} (k={k})" if key == "knn_accuracy" and k else label
 
 
@@ -95,14 +97,14 @@ def _overview(rep) -> list:
 def _heads_section(rep) -> list:
     names = list(rep.heads)
     rows = [[label] + [_pm(rep.heads[n].mean, rep.heads[n].std, key) for n in names]
-            for key, label in _METRIC_NAMES.items()]
+            for key, label in METRIC_NAMES.items()]
     rows += [[f"head {key.replace('_', ' ')} (s per fold)"]
              + [_pm(rep.heads[n].mean, rep.heads[n].std, key, ".4f") for n in names]
              for key in ("fit_time", "predict_time")]
     out = ["## Heads side by side (mean ± std over folds)", "",
            markdown_table(["metric", *names], rows)]
-    rows = [[n, _METRIC_NAMES[k]] + [f"{v:.3f}" for v in rep.heads[n].folds[k]]
-            for n in names for k in _METRIC_NAMES]
+    rows = [[n, METRIC_NAMES[k]] + [f"{v:.3f}" for v in rep.heads[n].folds[k]]
+            for n in names for k in METRIC_NAMES]
     header = ["head", "metric"] + [f"fold {i + 1}" for i in range(rep.cv.n_splits)]
     return out + ["## Per fold", "", markdown_table(header, rows)]
 
@@ -173,7 +175,7 @@ def _retrieval_section(rep) -> list:
     ret = rep.retrieval
     rows = [[retrieval_label(key, ret.k), _pm(ret.mean, ret.std, key)]
             + [_fmt(f.get(key)) for f in ret.folds]
-            for key in _RETRIEVAL_NAMES if key in ret.mean]
+            for key in RETRIEVAL_NAMES if key in ret.mean]
     header = ["score", "mean ± std", *[f"fold {i + 1}" for i in range(len(ret.folds))]]
     return ["## Retrieval scores of the held-out embeddings (per fold, leave-one-out)", "",
             markdown_table(header, rows), ret.note, ""]
@@ -230,13 +232,13 @@ def report_summary(rep) -> str:
     lines = [f"{'head':<{width}} {'accuracy':>15} {'balanced acc':>15} {'macro-F1':>15} "
              f"{'fit s':>8} {'predict s':>9}"]
     for name, row in rep.heads.items():
-        cells = [_pm(row.mean, row.std, m) for m in _METRIC_NAMES]
+        cells = [_pm(row.mean, row.std, m) for m in METRIC_NAMES]
         lines.append(f"{name:<{width}} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
                      f"{row.mean['fit_time']:>8.3f} {row.mean['predict_time']:>9.3f}")
     lines.append(f"best head: {rep.best_head} (highest mean balanced accuracy)")
     ret = rep.retrieval
     scores = [f"{retrieval_label(key, ret.k)} {ret.mean[key]:.3f}"
-              for key in _RETRIEVAL_NAMES if ret.mean.get(key) is not None]
+              for key in RETRIEVAL_NAMES if ret.mean.get(key) is not None]
     if scores:
         lines.append("held-out retrieval: " + ", ".join(scores))
     lines.append(f"{rep.n_samples} images, {len(rep.classes)} classes, "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.report.html import open_set_html
 from pipelines.text import jsonable, markdown_table
 
 #: The metrics of every fold, in the order of the report.
@@ -115,9 +116,43 @@ class OpenSetReport:
                 parts.append(f"## {title}\n\n" + "".join(f"- {t}\n" for t in lines))
         return "\n".join(parts)
 
+    def to_html(self, histogram=None) -> str:
+        """The report as one self-contained HTML page.
+
+        Parameters
+        ----------
+        histogram : str or path-like or None
+            The score histogram PNG (as :meth:`save` writes it), embedded as a data URI.
+
+        Returns
+        -------
+        str
+        """
+        return open_set_html(self, _METRIC_TEXT, histogram)
+
+    def _repr_html_(self) -> str:
+        return open_set_html(self, _METRIC_TEXT, None)  # notebooks: tables only
+
+    def to_frame(self):
+        """The metrics as a pandas DataFrame: one row per metric.
+
+        Columns: ``metric`` (the :data:`METRICS`), ``mean``, ``std`` and one column per
+        fold (``fold_1``, ...).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        import pandas as pd
+
+        n = len(self.folds)
+        rows = [[m, self.mean[m], self.std[m], *(f[m] for f in self.folds)] for m in METRICS]
+        return pd.DataFrame(rows, columns=["metric", "mean", "std",
+                                           *(f"fold_{i + 1}" for i in range(n))])
+
     def save(self, directory) -> dict:
-        """Write ``open_set_report.json``, ``open_set_report.md`` and
-        ``open_set_scores.png`` (score histograms) into ``directory``, atomically.
+        """Write ``open_set_report.json``, ``open_set_report.md``, ``open_set_report.html``
+        and ``open_set_scores.png`` (score histograms) into ``directory``, atomically.
 
         Parameters
         ----------
@@ -127,7 +162,7 @@ class OpenSetReport:
         Returns
         -------
         dict
-            ``"json"``, ``"markdown"``, ``"histogram"`` -> written path.
+            ``"json"``, ``"markdown"``, ``"html"``, ``"histogram"`` -> written path.
         """
         from embedder.files import atomic_write_text
 
@@ -139,6 +174,8 @@ class OpenSetReport:
             "json": str(atomic_write_text(out / "open_set_report.json", self.to_json())),
             "markdown": str(atomic_write_text(out / "open_set_report.md",
                                               self.to_markdown(Path(histogram).name))),
+            "html": str(atomic_write_text(out / "open_set_report.html",
+                                          self.to_html(histogram))),
             "histogram": histogram,
         }
 

@@ -12,7 +12,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pipelines.report.markdown import MAX_MATRIX_CLASSES, report_markdown, report_summary
+from pipelines.report.html import report_html
+from pipelines.report.markdown import (
+    MAX_MATRIX_CLASSES,
+    METRIC_NAMES,
+    report_markdown,
+    report_summary,
+)
 from pipelines.text import jsonable
 
 
@@ -187,8 +193,55 @@ class Report:
         """A one-screen plain-text table of the heads side by side."""
         return report_summary(self)
 
+    def to_html(self, figures: dict | None = None) -> str:
+        """The report as one self-contained HTML page (see :mod:`pipelines.report.html`).
+
+        Parameters
+        ----------
+        figures : dict or None
+            Figure kind -> PNG path (as :meth:`save` writes them), embedded as data URIs;
+            ``None``: tables only.
+
+        Returns
+        -------
+        str
+        """
+        return report_html(self, figures)
+
+    def _repr_html_(self) -> str:
+        # Notebooks: the tables without figures. Drawing three PNGs on every display would
+        # take seconds at 1,000 classes and put megabytes of base64 into the .ipynb;
+        # save() writes report.html with the figures.
+        return report_html(self, None)
+
+    def to_frame(self):
+        """The heads' scores as a pandas DataFrame: one row per head x metric.
+
+        Columns: ``head``, ``metric`` (``accuracy``, ``balanced_accuracy``, ``f1_macro``,
+        ``fit_time``, ``predict_time``), ``mean``, ``std`` and one column per fold
+        (``fold_1``, ``fold_2``, ...). Long format, so ``frame.pivot(index="metric",
+        columns="head", values="mean")`` gives the heads side by side.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        import pandas as pd
+
+        n = self.cv.n_splits
+        rows = []
+        for name, head in self.heads.items():
+            for metric in (*METRIC_NAMES, "fit_time", "predict_time"):
+                folds = list(head.folds.get(metric, []))
+                folds += [None] * (n - len(folds))
+                rows.append([name, metric, head.mean.get(metric), head.std.get(metric),
+                             *folds[:n]])
+        columns = ["head", "metric", "mean", "std", *(f"fold_{i + 1}" for i in range(n))]
+        return pd.DataFrame(rows, columns=columns)
+
     def save(self, directory) -> dict:
-        """Write ``report.json``, ``report.md`` and the PNG figures into ``directory``.
+        """Write ``report.json``, ``report.md``, ``report.html`` and the PNG figures into
+        ``directory``.
 
         Every file is written atomically (temporary file, fsync, rename).
 
@@ -200,8 +253,9 @@ class Report:
         Returns
         -------
         dict
-            File kind (``"json"``, ``"markdown"`` and the figures'
+            File kind (``"json"``, ``"markdown"``, ``"html"`` and the figures'
             :func:`pipelines.plots.save_report_figures` kinds) -> written path.
+            ``report.html`` needs no other file: the figures are embedded in it.
         """
         from embedder.files import atomic_write_text
         from pipelines.plots.figures import save_report_figures
@@ -209,10 +263,13 @@ class Report:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = save_report_figures(self, out)
+        figures = dict(paths)
         images = {k: Path(v).name for k, v in paths.items()}
         paths["json"] = str(atomic_write_text(out / "report.json", self.to_json()))
         paths["markdown"] = str(atomic_write_text(out / "report.md",
                                                   self.to_markdown(images)))
+        paths["html"] = str(atomic_write_text(out / "report.html",
+                                              self.to_html(dict(figures))))
         return paths
 
 

@@ -268,3 +268,83 @@ def test_training_options_come_from_the_config():
     for field in dataclasses.fields(TrainingConfig):
         if field.name not in ("random_state", "verbose", "soft"):
             assert "--" + field.name.replace("_", "-") in done.stdout, field.name
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert re.fullmatch(r"triplet \d+\.\d+\.\d+.*\n", capsys.readouterr().out)
+
+
+def _sub_parsers():
+    import argparse
+
+    from pipelines.cli.main import _parser
+
+    action = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_command_has_an_example_and_help_for_every_argument():
+    commands = _sub_parsers()
+    assert {"train", "evaluate", "predict", "search", "embed", "demo"} <= set(commands)
+    for name, parser in commands.items():
+        assert parser.epilog.startswith(f"example:\n  triplet {name} "), name
+        assert f"example:\n  triplet {name} " in parser.format_help()  # not re-wrapped
+        for action in parser._actions:
+            assert action.help, f"{name}: {action.dest} has no help"
+
+
+def test_options_are_checked_before_data_or_model_is_read(tmp_path):
+    missing = tmp_path / "missing"
+    _assert_user_error(_run(["evaluate", missing, "--out", tmp_path / "o", "--heads", "forest"]),
+                       r"--heads must be comma-separated names from .*got 'forest'")
+    _assert_user_error(_run(["predict", missing / "m.joblib", missing, "--out", "p.xlsx"]),
+                       r"--out must end with one of \.csv, \.json, \.parquet, got 'p\.xlsx'")
+    _assert_user_error(_run(["search", missing / "m.joblib", missing, missing, "--top", "0"]),
+                       "--top must be at least 1, got 0")
+
+
+def test_predict_writes_json_and_parquet_with_all_probabilities(workdir, evaluated, tmp_path):
+    model = evaluated[0] / "model.joblib"
+    code, _, err = _run(["predict", model, workdir / "images", "--out", tmp_path / "p.json",
+                         "--all-probabilities"])
+    assert code == 0, err
+    assert re.search(r"^40/40 images embedded in [\d.]+ s$", err, flags=re.M), err
+    rows = json.loads((tmp_path / "p.json").read_text())
+    classes = ["bar", "cross", "disc", "sq", "tri"]
+    assert len(rows) == 40
+    assert list(rows[0]) == ["path", "class", "probability",
+                             *(f"probability_{c}" for c in classes)]
+    for row in rows:
+        spread = [row[f"probability_{c}"] for c in classes]
+        assert sum(spread) == pytest.approx(1.0, abs=1e-3)
+        assert row["probability"] == max(spread)
+    code, _, err = _run(["predict", model, workdir / "images", "--out", tmp_path / "p.parquet"])
+    assert code == 0, err
+    table = pd.read_parquet(tmp_path / "p.parquet")
+    assert list(table.columns) == ["path", "class", "probability"]
+    assert table["class"].tolist() == [row["class"] for row in rows]
+
+
+def test_predict_tells_an_encoder_from_a_pipeline(workdir, trained, tmp_path):
+    _assert_user_error(_run(["predict", trained[0], workdir / "images"]),
+                       r"'.*enc\.keras' is an encoder .*use `triplet embed` or `triplet search`")
+    renamed = tmp_path / "encoder.joblib"  # a .keras file under another name
+    shutil.copy(trained[0], renamed)
+    _assert_user_error(_run(["predict", renamed, workdir / "images"]),
+                       "this is an encoder: use `triplet embed` or `triplet search`")
+
+
+def test_embed_and_search_show_progress(workdir, trained, evaluated, tmp_path):
+    code, _, err = _run(["embed", trained[0], workdir / "images", "--image-size", "16",
+                         "--out", tmp_path / "e.npy"])
+    assert code == 0 and re.search(r"^40/40 images embedded in ", err, flags=re.M), err
+    query = sorted((workdir / "images" / "disc").iterdir())[0]
+    code, out, err = _run(["search", evaluated[0] / "model.joblib", workdir / "images", query,
+                           "--top", "2"])
+    assert code == 0, err
+    # the gallery, then the query
+    assert re.findall(r"^(\d+/\d+) images embedded in ", err, flags=re.M) == ["40/40", "1/1"]
+    assert str(query) in out

@@ -234,7 +234,7 @@ def test_save_writes_all_files_and_json_round_trips(data, tmp_path):
     X, y = data
     report = cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS)
     paths = report.save(tmp_path / "rep")
-    assert {"json", "markdown", "confusion_matrix", "embeddings_2d",
+    assert {"json", "markdown", "html", "confusion_matrix", "embeddings_2d",
             "training_curves"} <= set(paths)
     assert all(Path(path).is_file() for path in paths.values())
     parsed = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -246,7 +246,7 @@ def test_save_writes_all_files_and_json_round_trips(data, tmp_path):
     assert isinstance(rebuilt.folds[1], FoldRecord) and rebuilt.folds[1].index == 1
     markdown = (tmp_path / "rep" / "report.md").read_text()
     assert markdown == report.to_markdown({k: Path(v).name for k, v in paths.items()
-                                           if k not in ("json", "markdown")})
+                                           if k not in ("json", "markdown", "html")})
     assert "![confusion matrix](confusion_matrix.png)" in markdown
     assert not [p.name for p in (tmp_path / "rep").iterdir() if p.name.startswith(".")]
     with pytest.raises(ValueError, match=r"report data lacks the fields \['warnings'\]"):

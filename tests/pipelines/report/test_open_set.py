@@ -110,7 +110,7 @@ def test_save_writes_json_markdown_and_histogram(tmp_path):
     X, y = _corners()
     report = open_set_report(_identity_pipeline(), X, y, unknown_classes=1, cv=2)
     paths = report.save(tmp_path / "out")
-    assert sorted(paths) == ["histogram", "json", "markdown"]
+    assert sorted(paths) == ["histogram", "html", "json", "markdown"]
     data = json.loads((tmp_path / "out" / "open_set_report.json").read_text())
     assert data["mean"]["auroc"] == 1.0 and len(data["scores"][0]["unknown"]) == 12
     markdown = (tmp_path / "out" / "open_set_report.md").read_text()
@@ -120,7 +120,8 @@ def test_save_writes_json_markdown_and_histogram(tmp_path):
     png = (tmp_path / "out" / "open_set_scores.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "open_set_report.json", "open_set_report.md", "open_set_scores.png"]
+        "open_set_report.html", "open_set_report.json", "open_set_report.md",
+        "open_set_scores.png"]
 
 
 def test_hidden_class_folds_are_disjoint_then_new():
