@@ -45,7 +45,8 @@ def test_round_trip_and_from_params():
 
 @pytest.mark.parametrize("changes, message", [
     ({"loss": "hinge"}, "loss must be one of ['batch_all', 'batch_hard', 'semi_hard', "
-     "'contrastive', 'triplet'], got 'hinge'"),
+     "'contrastive', 'triplet', 'multi_similarity', 'supervised_contrastive', 'circle', "
+     "'proxy_anchor', 'arcface'], got 'hinge'"),
     ({"distance": "l1"}, "distance must be one of ['euclidean', 'squared', 'cosine'], "
      "got 'l1'"),
     ({"margin": -1}, "margin must be a number >= 0 or None, got -1"),
