@@ -319,7 +319,9 @@ def test_cross_replica_outside_a_strategy_changes_nothing():
 
 
 def test_class_and_factory_errors():
-    names = r"\['batch_all', 'batch_hard', 'semi_hard', 'contrastive', 'triplet'\]"
+    names = (r"\['batch_all', 'batch_hard', 'semi_hard', 'contrastive', 'triplet', "
+             r"'multi_similarity', 'supervised_contrastive', 'circle', 'proxy_anchor', "
+             r"'arcface'\]")
     with pytest.raises(ValueError, match=rf"loss must be one of {names}, got 'hinge'"):
         get_loss("hinge")
     with pytest.raises(ValueError, match=rf"loss must be one of {names}, got 'hinge'"):
@@ -332,6 +334,9 @@ def test_class_and_factory_errors():
         BatchHardTripletLoss(soft="yes")
     with pytest.raises(TypeError, match=r"cross_replica must be True or False, got 'no'"):
         ContrastiveLoss(cross_replica="no")
+    with pytest.raises(ValueError, match="loss 'arcface' trains class proxies, which a Keras "
+                       "Loss cannot hold: train it with TripletEmbedder or InBatchTrainer"):
+        get_loss("arcface")
     with pytest.raises(
         ValueError,
         match=r"y_pred must have shape \(batch_size, 3, embedding_dim\) "

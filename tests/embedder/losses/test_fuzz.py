@@ -11,8 +11,8 @@ from embedder.distances import DISTANCES
 from embedder.losses import (
     arcface_loss,
     batch_all_triplet_loss,
-    circle_loss,
     batch_hard_triplet_loss,
+    circle_loss,
     contrastive_loss,
     multi_similarity_loss,
     proxy_anchor_loss,

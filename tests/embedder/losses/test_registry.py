@@ -24,7 +24,6 @@ from embedder.training import TrainingConfig
 from tests._helpers import TINY_SHAPE, tiny_embedder
 from tests._images import make_shapes
 
-
 NEW = ["multi_similarity", "supervised_contrastive", "circle", "proxy_anchor", "arcface"]
 
 
