@@ -104,6 +104,17 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         Makes training reproducible on CPU (sampling, initial weights, augmentation).
     verbose : int, default=0
         0 silent, 1 Keras progress bar, 2 one line per epoch.
+    loss_params : dict, str or None, default=None
+        The loss's own settings (``LOSSES[loss].params``), as a dict or a JSON object,
+        e.g. ``{"alpha": 2, "beta": 50}`` for ``"multi_similarity"``,
+        ``{"temperature": 0.1}`` for ``"supervised_contrastive"``, ``{"sub_centers": 3}``
+        for ``"arcface"``; missing ones take the registered defaults.
+    memory_size : int, default=0
+        Rows of the cross-batch memory (XBM, Wang et al. 2020): anchors are mined
+        against the batch and the embeddings of the last ``memory_size`` training images
+        (held by the training model, not by the encoder); 0: no memory. Pair losses only.
+    memory_warmup_epochs : float, default=1.0
+        Epochs of training before the memory is used.
     callbacks : list of keras.callbacks.Callback or None, default=None
         Keras callbacks (``TensorBoard``, ``CSVLogger``, your own) that watch every
         epoch of every training phase, with the library's metrics in ``logs`` (``loss``,
@@ -194,6 +205,9 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         checkpoint_dir=None,
         random_state=None,
         verbose=0,
+        loss_params=None,
+        memory_size=0,
+        memory_warmup_epochs=1.0,
         callbacks=None,
     ):
         self.encoder = encoder
@@ -220,6 +234,9 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
+        self.loss_params = loss_params
+        self.memory_size = memory_size
+        self.memory_warmup_epochs = memory_warmup_epochs
         self.callbacks = callbacks
 
     def training_config(self) -> TrainingConfig:

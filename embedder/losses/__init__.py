@@ -4,6 +4,10 @@
   (one distance matrix, gathered across replicas when asked), hardest / semi-hard choices;
 - :mod:`~embedder.losses.functions`: the pure ``keras.ops`` loss functions and their
   ``*_terms`` (sum and count from a view), reduced by :func:`reduce_terms`;
+- :mod:`~embedder.losses.similarity`: multi-similarity, supervised contrastive and circle
+  losses (cosine similarities);
+- :mod:`~embedder.losses.proxies`: Proxy-Anchor and (sub-center) ArcFace, with trainable
+  class proxies held by the trainer;
 - :mod:`~embedder.losses.registry`: :data:`LOSSES`, the one table of losses
   (:class:`LossSpec`: function, terms, default margin, description, own settings);
 - :mod:`~embedder.losses.keras_losses`: the Keras ``Loss`` objects (:class:`MetricLoss` and
@@ -35,7 +39,13 @@ from embedder.losses.keras_losses import (
     SemiHardTripletLoss,
     get_loss,
 )
-from embedder.losses.mining import BatchView, batch_view
+from embedder.losses.mining import BatchView, batch_view, with_memory
+from embedder.losses.proxies import (
+    arcface_loss,
+    arcface_terms,
+    proxy_anchor_loss,
+    proxy_anchor_terms,
+)
 from embedder.losses.registry import (
     LOSSES,
     LossSpec,
@@ -47,6 +57,14 @@ from embedder.losses.registry import (
     resolve_params,
     unregister_loss,
 )
+from embedder.losses.similarity import (
+    circle_loss,
+    circle_terms,
+    multi_similarity_loss,
+    multi_similarity_terms,
+    supervised_contrastive_loss,
+    supervised_contrastive_terms,
+)
 
 __all__ = [
     "LOSSES", "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchView", "ContrastiveLoss",
@@ -55,5 +73,8 @@ __all__ = [
     "batch_view", "contrastive_loss", "contrastive_terms", "default_margin", "get_loss",
     "get_spec", "in_batch_loss", "loss_names", "reduce_terms", "register_loss",
     "resolve_params", "semi_hard_terms", "semi_hard_triplet_loss", "triplet_hinges",
-    "triplet_loss", "unregister_loss",
+    "triplet_loss", "unregister_loss", "with_memory", "arcface_loss", "arcface_terms",
+    "proxy_anchor_loss", "proxy_anchor_terms", "circle_loss", "circle_terms",
+    "multi_similarity_loss", "multi_similarity_terms", "supervised_contrastive_loss",
+    "supervised_contrastive_terms",
 ]

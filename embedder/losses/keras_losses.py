@@ -68,6 +68,9 @@ class MetricLoss(keras.losses.Loss):
         if not spec.in_batch:
             raise ValueError(f"MetricLoss wraps in-batch losses {list(loss_names(in_batch=True))}"
                              f", got {loss!r} (use get_loss({loss!r}))")
+        if spec.has_proxies:
+            raise ValueError(f"loss {loss!r} trains class proxies, which a Keras Loss cannot "
+                             "hold: train it with TripletEmbedder or InBatchTrainer")
         super().__init__(name=name or f"{loss}_loss", reduction=reduction, dtype=dtype)
         self.loss = loss
         self.margin = spec.default_margin if margin is None else check_margin(margin)

@@ -253,8 +253,9 @@ def batch_all_hinge_stats(distances, labels, margin):
 
 BatchView = collections.namedtuple(
     "BatchView",
-    ["labels", "embeddings", "distances", "positives", "negatives", "context", "top_k"],
-    defaults=(False,),
+    ["labels", "embeddings", "distances", "positives", "negatives", "context", "top_k",
+     "candidates", "candidate_labels"],
+    defaults=(False, None, None),
 )
 BatchView.__doc__ = """One batch as the losses see it: local anchors scored against candidates.
 
@@ -263,7 +264,10 @@ BatchView.__doc__ = """One batch as the losses see it: local anchors scored agai
 them to the C candidates (the same batch, or the batch gathered from every replica);
 ``context`` is the ``tf.distribute.ReplicaContext`` it was gathered in, else None;
 ``top_k`` lets batch-all keep only each anchor's positives (see :func:`batch_all_stats`:
-faster in TensorFlow graphs, not compilable by XLA).
+faster in TensorFlow graphs, not compilable by XLA); ``candidates`` (C, D) float32 and
+``candidate_labels`` (C,) int32 are the candidates themselves (the similarity and proxy
+losses score them by cosine similarity; the gathered ones carry gradients back to their
+replica, memory rows none).
 """
 
 
@@ -308,7 +312,7 @@ def batch_view(labels, embeddings, distance, cross_replica=False, top_k=False):
     if context is None:
         distances = pairwise_distances(embeddings, distance)
         return BatchView(labels, embeddings, distances, positive_mask(labels),
-                         negative_mask(labels), None, top_k)
+                         negative_mask(labels), None, top_k, embeddings, labels)
     all_embeddings = context.all_gather(embeddings, axis=0)
     all_labels = context.all_gather(labels, axis=0)
     n_local = ops.shape(labels)[0]
@@ -322,7 +326,32 @@ def batch_view(labels, embeddings, distance, cross_replica=False, top_k=False):
     same = ops.equal(labels[:, None], all_labels[None, :])
     return BatchView(labels, embeddings, distances,
                      ops.logical_and(same, ops.logical_not(own)), ops.logical_not(same), context,
-                     top_k)
+                     top_k, all_embeddings, all_labels)
+
+
+def with_memory(view, embeddings, labels, valid, distance):
+    """``view`` with ``embeddings`` (M, D) and ``labels`` (M,) appended to its candidates.
+
+    The rows are a cross-batch memory (Wang et al. 2020, XBM): constants (no gradient),
+    scored against the view's anchors with ``distance``; ``valid`` (M,) boolean marks the
+    rows that hold something (the others are neither positives nor negatives).
+    """
+    embeddings = ops.stop_gradient(ops.cast(embeddings, "float32"))
+    labels = ops.cast(labels, "int32")
+    distances = cross_distances(view.embeddings, embeddings, distance)
+    same = ops.equal(view.labels[:, None], labels[None, :])
+    valid = ops.cast(valid, "bool")[None, :]
+    candidates = view.candidates if view.candidates is not None else view.embeddings
+    candidate_labels = (view.candidate_labels if view.candidate_labels is not None
+                        else view.labels)
+    return view._replace(
+        distances=ops.concatenate([view.distances, distances], axis=1),
+        positives=ops.concatenate([view.positives, ops.logical_and(same, valid)], axis=1),
+        negatives=ops.concatenate(
+            [view.negatives, ops.logical_and(ops.logical_not(same), valid)], axis=1),
+        candidates=ops.concatenate([candidates, embeddings], axis=0),
+        candidate_labels=ops.concatenate([candidate_labels, labels], axis=0),
+    )
 
 
 def check_flag(value, name):

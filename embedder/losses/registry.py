@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from embedder.checks import few
-from embedder.losses import functions
+from embedder.losses import functions, proxies, similarity
 from embedder.losses.functions import reduce_terms
 
 
@@ -41,6 +41,11 @@ class LossSpec:
         inside a batch (the offline ``"triplet"`` baseline).
     params : mapping of str to object, default={}
         The loss's own settings and their defaults (e.g. ``{"soft": False}``).
+    proxy_shape : callable or None, default=None
+        For a loss with trainable class proxies: ``proxy_shape(n_classes, dim, **params)
+        -> (rows, dim)``, the shape of the proxy matrix the trainer creates and passes to
+        ``terms(view, margin, proxies=..., **params)``; None for a loss without trainable
+        state.
     """
 
     name: str
@@ -49,11 +54,17 @@ class LossSpec:
     default_margin: float | None = 0.2
     terms: Callable | None = None
     params: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    proxy_shape: Callable | None = None
 
     @property
     def in_batch(self) -> bool:
         """Whether the loss mines inside a P x K batch (one forward pass per batch)."""
         return self.terms is not None
+
+    @property
+    def has_proxies(self) -> bool:
+        """Whether the loss trains class proxies (weights of the training model)."""
+        return self.proxy_shape is not None
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -78,7 +89,7 @@ def register_loss(spec, *, replace=False):
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"a loss named {spec.name!r} is already registered; pass "
                          "replace=True to replace it")
-    for attr in ("function", "terms"):
+    for attr in ("function", "terms", "proxy_shape"):
         value = getattr(spec, attr)
         if value is not None and not callable(value):
             raise TypeError(f"{attr} of loss {spec.name!r} must be callable, got {value!r}")
@@ -110,17 +121,22 @@ def default_margin(name):
     return get_spec(name).default_margin
 
 
-def in_batch_loss(name, view, margin, params=None):
+def in_batch_loss(name, view, margin, params=None, proxies=None):
     """``(loss, LossTerms)`` of the in-batch loss ``name`` on ``view``.
 
     ``params`` holds the loss's own settings (missing ones take the registered defaults);
-    the loss is reduced over the global batch under ``view.context``.
+    ``proxies`` the class proxies of a proxy loss; the loss is reduced over the global
+    batch under ``view.context``.
     """
     spec = get_spec(name)
     if not spec.in_batch:
         raise ValueError(f"loss {name!r} does not mine inside a batch; in-batch losses: "
                          f"{list(loss_names(in_batch=True))}")
-    terms = spec.terms(view, margin, **resolve_params(name, params))
+    extra = {} if proxies is None else {"proxies": proxies}
+    if spec.has_proxies and proxies is None:
+        raise ValueError(f"loss {name!r} trains class proxies: pass proxies= (the "
+                         "trainer creates them)")
+    terms = spec.terms(view, margin, **resolve_params(name, params), **extra)
     return reduce_terms(terms.total, terms.count, view.context), terms
 
 
@@ -161,3 +177,26 @@ register_loss(LossSpec(
 register_loss(LossSpec(
     "triplet", functions.triplet_loss,
     "offline random triplets through one shared encoder, three inputs (baseline)", 0.2))
+register_loss(LossSpec(
+    "multi_similarity", similarity.multi_similarity_loss,
+    "cosine similarities, pairs mined and weighted by self and relative similarity "
+    "(Wang 2019); no margin", None, similarity.multi_similarity_terms,
+    {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1}))
+register_loss(LossSpec(
+    "supervised_contrastive", similarity.supervised_contrastive_loss,
+    "NT-Xent with labels: softmax of cosine similarities over the batch (Khosla 2020); "
+    "no margin", None, similarity.supervised_contrastive_terms, {"temperature": 0.1}))
+register_loss(LossSpec(
+    "circle", similarity.circle_loss,
+    "self-paced weighted cosine similarities, margin = relaxation m (Sun 2020)", 0.4,
+    similarity.circle_terms, {"gamma": 80.0}))
+register_loss(LossSpec(
+    "proxy_anchor", proxies.proxy_anchor_loss,
+    "each class's trainable proxy as an anchor against the batch, margin = delta "
+    "(Kim 2020)", 0.1, proxies.proxy_anchor_terms, {"alpha": 32.0},
+    proxies.proxy_anchor_shape))
+register_loss(LossSpec(
+    "arcface", proxies.arcface_loss,
+    "softmax over trainable class centres with an additive angular margin in radians, "
+    "sub_centers > 1: sub-center ArcFace (Deng 2019)", 0.5, proxies.arcface_terms,
+    {"scale": 64.0, "sub_centers": 1}, proxies.arcface_shape))

@@ -37,7 +37,7 @@ class Check:
 
     Parameters
     ----------
-    kind : {Integral, Real, bool, "path"}
+    kind : {Integral, Real, bool, "path", "params"}
         The type of the value.
     low, high : float or None
         Bounds (None: unbounded).
@@ -61,6 +61,9 @@ class Check:
             return None if isinstance(value, bool) else "True or False"
         if self.kind == "path":
             return None if isinstance(value, str | os.PathLike) else "a folder path"
+        if self.kind == "params":
+            return (None if isinstance(value, str | collections.abc.Mapping)
+                    else "a dict or a JSON object string")
         expected = "an int" if self.kind is Integral else "a number"
         ok = (not isinstance(value, bool) and isinstance(value, self.kind)
               and math.isfinite(value))
@@ -90,6 +93,8 @@ class Check:
             out = ["boolean"]
         elif self.kind == "path":
             out = [str, os.PathLike]
+        elif self.kind == "params":
+            out = [dict, str]
         else:
             out = [Interval(self.kind, self.low, self.high, closed=self.closed)]
         return out + [None] if self.optional else out
@@ -216,6 +221,15 @@ class TrainingConfig:
                                       check=Check(Integral, 0, None, optional=True))
     verbose: int = _field(0, "0 silent, 1 progress bar, 2 one line per epoch",
                           check=Check(Integral, 0, None))
+    loss_params: dict | str | None = _field(
+        None, "the loss's own settings (LOSSES[loss].params), a dict or a JSON object, "
+        "e.g. '{\"alpha\": 2}' for multi_similarity", metavar="JSON",
+        check=Check("params", optional=True))
+    memory_size: int = _field(0, "rows of the cross-batch memory (XBM): anchors are also "
+                              "mined against the embeddings of earlier batches; 0: none",
+                              metavar="N", check=Check(Integral, 0, None))
+    memory_warmup_epochs: float = _field(1.0, "epochs before the cross-batch memory is used",
+                                         metavar="EPOCHS", check=Check(Real, 0, None))
 
     # ----------------------------------------------------------------- checks
     def validate(self, *, fields=True) -> TrainingConfig:
@@ -241,6 +255,10 @@ class TrainingConfig:
         if self.soft and self.loss != "batch_hard":
             raise ValueError(f"soft=True applies to loss='batch_hard' only, got "
                              f"loss={self.loss!r}")
+        self.loss_settings()  # names and types of the loss's own settings
+        if self.memory_size and (not self.in_batch or self._has_proxies()):
+            raise ValueError(f"memory_size applies to in-batch pair losses, got "
+                             f"loss={self.loss!r} with memory_size={self.memory_size!r}")
         if self.cross_replica and not self.in_batch:
             raise ValueError(f"cross_replica=True needs an in-batch loss, got "
                              f"loss={self.loss!r} (offline triplets have no batch to gather)")
@@ -257,7 +275,7 @@ class TrainingConfig:
             if problem is not None:
                 if check.optional:
                     problem += " or None"
-                error = TypeError if check.kind in (bool, "path") else ValueError
+                error = TypeError if check.kind in (bool, "path", "params") else ValueError
                 raise error(f"{field.name} must be {problem}, got {value!r}")
 
     @classmethod
@@ -290,12 +308,38 @@ class TrainingConfig:
 
         return get_spec(self.loss).in_batch
 
-    def loss_params(self) -> dict:
-        """The loss's own settings (see ``LOSSES[loss].params``) taken from the fields."""
+    def _has_proxies(self) -> bool:
         from embedder.losses import get_spec
 
-        return {name: getattr(self, name) for name in get_spec(self.loss).params
-                if hasattr(self, name)}
+        return get_spec(self.loss).has_proxies
+
+    def loss_settings(self) -> dict:
+        """The loss's own settings (see ``LOSSES[loss].params``): the fields named like
+        one (``soft``), updated with the ``loss_params`` field (a dict or JSON text).
+
+        Raises
+        ------
+        ValueError, TypeError
+            For JSON that is not an object, or settings the loss does not take.
+        """
+        from embedder.losses import get_spec, resolve_params
+
+        out = {name: getattr(self, name) for name in get_spec(self.loss).params
+               if hasattr(self, name)}
+        given = self.loss_params if self.loss_params is not None else {}
+        if isinstance(given, str):
+            import json
+
+            try:
+                given = json.loads(given)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"loss_params must be a JSON object, got {given!r}: "
+                                 f"{exc.msg}") from None
+            if not isinstance(given, dict):
+                raise ValueError(f"loss_params must be a JSON object, got {self.loss_params!r}")
+        out.update(given)
+        resolve_params(self.loss, out)
+        return out
 
     def resolve(self, n_classes: int, n_replicas: int = 1, *,
                 pretrained: bool = False) -> TrainingConfig:
@@ -329,6 +373,7 @@ class TrainingConfig:
         from embedder.losses import default_margin
 
         margin = default_margin(self.loss) if self.margin is None else self.margin
+        margin = 0.0 if margin is None else margin  # a loss without one: diagnostics at 0
         p = self.classes_per_batch
         if p is None:
             p = int(min(n_classes, max(2, TARGET_BATCH_SIZE // self.samples_per_class)))

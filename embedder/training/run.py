@@ -195,14 +195,16 @@ def dtype_policy(precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _training_model(encoder, config):
+def _training_model(encoder, config, n_classes=None, steps=1):
     """The model ``fit`` runs: the in-batch trainer, or the three-input siamese form."""
     if config.in_batch:
         from embedder.training.trainer import InBatchTrainer
 
         model = InBatchTrainer(encoder, config.loss, margin=config.margin,
-                               distance=config.distance, loss_params=config.loss_params(),
-                               cross_replica=config.cross_replica)
+                               distance=config.distance, loss_params=config.loss_settings(),
+                               cross_replica=config.cross_replica, n_classes=n_classes,
+                               memory_size=config.memory_size,
+                               memory_warmup=round(config.memory_warmup_epochs * steps))
         # BackupAndRestore needs a built model; the encoder inside already is
         model.build(encoder.input_shape)
         return model
@@ -308,7 +310,7 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
     phases = fine_tuning.plan_phases(config)
     dataset, steps, sampler = _dataset(X_train, y_train, config, input_shape)
     with strategy_scope(strategy):
-        model = _training_model(encoder, config)
+        model = _training_model(encoder, config, int(np.max(y)) + 1, steps)
         _compile(model, config, steps, phases[0])
     if config.checkpoint_dir is not None:
         claim_checkpoint_dir(config, encoder, X_train, y_train, input_shape)

@@ -6,6 +6,11 @@ computes **one** pairwise-distance matrix, and derives from it both the loss and
 diagnostics of :mod:`embedder.training.diagnostics`, whose running means ``fit`` logs next to
 ``loss`` (``active_fraction``, ``pos_distance``, ``neg_distance``, ``norm_mean``,
 ``norm_std``).
+
+A loss with class proxies (``"proxy_anchor"``, ``"arcface"``) gets them as a trainable
+weight of this model (``n_classes`` rows per its registered ``proxy_shape``), and
+``memory_size > 0`` adds a :class:`~embedder.training.memory.CrossBatchMemory`: both are
+state of the training model, never of the encoder that is saved.
 """
 
 import keras
@@ -15,6 +20,7 @@ from embedder.distances import check_distance
 from embedder.losses import batch_view, get_spec, in_batch_loss, loss_names, resolve_params
 from embedder.losses.mining import check_flag, check_margin
 from embedder.training.diagnostics import DiagnosticsMean, batch_diagnostics
+from embedder.training.memory import CrossBatchMemory
 
 
 def _scale_for_replicas(loss):
@@ -53,6 +59,14 @@ class InBatchTrainer(keras.Model):
     cross_replica : bool, default=False
         Under a ``tf.distribute`` strategy, mine over the batch all-gathered from every
         replica; the gradient then equals the single-device gradient on the global batch.
+    n_classes : int, optional
+        Classes of the training labels (``0..n_classes-1``); needed by a loss with class
+        proxies, which this model then holds as its ``proxies`` weight.
+    memory_size : int, default=0
+        Rows of the cross-batch memory (0: none): anchors are mined against the batch
+        and the last ``memory_size`` embeddings of earlier steps (not with proxy losses).
+    memory_warmup : int, default=0
+        Training steps before the memory is used.
     name : str, default="in_batch_trainer"
         Name of the object in Keras.
 
@@ -68,7 +82,7 @@ class InBatchTrainer(keras.Model):
     ['active_fraction', 'loss', 'neg_distance', 'norm_mean', 'norm_std', 'pos_distance']
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - a Keras model lists its settings
         self,
         encoder,
         loss="batch_all",
@@ -77,6 +91,9 @@ class InBatchTrainer(keras.Model):
         distance="euclidean",
         loss_params=None,
         cross_replica=False,
+        n_classes=None,
+        memory_size=0,
+        memory_warmup=0,
         name="in_batch_trainer",
     ):
         spec = get_spec(loss)
@@ -91,6 +108,27 @@ class InBatchTrainer(keras.Model):
         self.loss_params = resolve_params(loss, loss_params)
         self.cross_replica = check_flag(cross_replica, "cross_replica")
         self.diagnostics = DiagnosticsMean()
+        self.n_classes = n_classes
+        dim = int(encoder.output_shape[-1])
+        self.proxies = self._make_proxies(spec, n_classes, dim)
+        self.memory_size, self.memory_warmup = int(memory_size), int(memory_warmup)
+        if self.memory_size and spec.has_proxies:
+            raise ValueError(f"memory_size applies to pair losses, not to the proxy loss "
+                             f"{loss!r}; got memory_size={memory_size!r}")
+        self.memory = (CrossBatchMemory(self.memory_size, dim, self.memory_warmup)
+                       if self.memory_size > 0 else None)
+
+    def _make_proxies(self, spec, n_classes, dim):
+        if not spec.has_proxies:
+            return None
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError(f"n_classes must be an int >= 1 for the proxy loss "
+                             f"{spec.name!r}, got {n_classes!r}")
+        shape = spec.proxy_shape(n_classes, dim, **self.loss_params)
+        # Rows of norm ~1: Adam's steps then move the proxies as fast as the embeddings
+        # (the papers raise the proxies' learning rate for the same reason).
+        init = keras.initializers.RandomNormal(stddev=dim ** -0.5)
+        return self.add_weight(shape=shape, initializer=init, name="proxies")
 
     def call(self, inputs, training=None):
         """Embeddings of ``inputs``: the encoder's output."""
@@ -108,8 +146,15 @@ class InBatchTrainer(keras.Model):
         # work, but XLA compiles static shapes only.
         view = batch_view(y, embeddings, self.distance, self.cross_replica,
                           top_k=not self.jit_compile)
-        loss, terms = in_batch_loss(self.loss_name, view, self.margin, self.loss_params)
-        self.diagnostics.update_state(batch_diagnostics(view, self.margin, terms.batch_all))
+        mined = view if self.memory is None else self.memory.extend(view, self.distance)
+        loss, terms = in_batch_loss(self.loss_name, mined, self.margin, self.loss_params,
+                                    self.proxies)
+        margin = 0.0 if self.margin is None else self.margin  # margin-less: wrong order
+        # The diagnostics describe the batch (over batch + memory they would cost O(B N^2)).
+        reuse = terms.batch_all if self.memory is None else None
+        self.diagnostics.update_state(batch_diagnostics(view, margin, reuse))
+        if self.memory is not None and training:
+            self.memory.enqueue(view.embeddings, view.labels)  # after the loss read it
         loss = _scale_for_replicas(loss)
         for extra in self.losses:
             loss = loss + self._aggregate_additional_loss(extra)
@@ -120,7 +165,8 @@ class InBatchTrainer(keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "loss": self.loss_name, "margin": self.margin, "distance": self.distance,
             "loss_params": dict(self.loss_params), "cross_replica": self.cross_replica,
-            "name": self.name,
+            "n_classes": self.n_classes, "memory_size": self.memory_size,
+            "memory_warmup": self.memory_warmup, "name": self.name,
         }
 
     @classmethod

@@ -24,20 +24,29 @@ from embedder.training import TrainingConfig
 from tests._helpers import TINY_SHAPE, tiny_embedder
 from tests._images import make_shapes
 
+NEW = ["multi_similarity", "supervised_contrastive", "circle", "proxy_anchor", "arcface"]
+
 
 def test_builtin_entries():
-    assert list(LOSSES) == ["batch_all", "batch_hard", "semi_hard", "contrastive", "triplet"]
+    assert list(LOSSES) == ["batch_all", "batch_hard", "semi_hard", "contrastive", "triplet",
+                            *NEW]
     assert loss_names(in_batch=True) == ("batch_all", "batch_hard", "semi_hard",
-                                         "contrastive")
+                                         "contrastive", *NEW)
     assert loss_names(in_batch=False) == ("triplet",)
-    assert [default_margin(n) for n in LOSSES] == [0.2, 0.2, 0.2, 0.5, 0.2]
+    assert [default_margin(n) for n in LOSSES] == [0.2, 0.2, 0.2, 0.5, 0.2, None, None, 0.4,
+                                                   0.1, 0.5]
     assert dict(get_spec("batch_hard").params) == {"soft": False}
+    assert dict(get_spec("multi_similarity").params) == {"alpha": 2.0, "beta": 50.0,
+                                                         "base": 0.5, "epsilon": 0.1}
+    assert [n for n, spec in LOSSES.items() if spec.has_proxies] == ["proxy_anchor", "arcface"]
     assert all(spec.description for spec in LOSSES.values())
 
 
 def test_registry_errors():
     with pytest.raises(ValueError, match=r"loss must be one of \['batch_all', 'batch_hard', "
-                       r"'semi_hard', 'contrastive', 'triplet'\], got 'hinge'"):
+                       r"'semi_hard', 'contrastive', 'triplet', 'multi_similarity', "
+                       r"'supervised_contrastive', 'circle', 'proxy_anchor', 'arcface'\], "
+                       "got 'hinge'"):
         get_spec("hinge")
     with pytest.raises(ValueError, match="a loss named 'batch_all' is already registered"):
         register_loss(LossSpec("batch_all", lambda *a: 0, "x", terms=lambda *a: 0))
@@ -62,6 +71,8 @@ def test_registered_classes_match_the_generic_wrapper():
     labels = np.array([0, 0, 1, 1, 2, 2])
     x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
     for name in loss_names(in_batch=True):
+        if LOSSES[name].has_proxies:
+            continue
         named, generic = get_loss(name), MetricLoss(name)
         assert float(named(labels, x)) == pytest.approx(float(generic(labels, x)), rel=1e-6)
     soft = BatchHardTripletLoss(soft=True)

@@ -45,7 +45,8 @@ def test_round_trip_and_from_params():
 
 @pytest.mark.parametrize("changes, message", [
     ({"loss": "hinge"}, "loss must be one of ['batch_all', 'batch_hard', 'semi_hard', "
-     "'contrastive', 'triplet'], got 'hinge'"),
+     "'contrastive', 'triplet', 'multi_similarity', 'supervised_contrastive', 'circle', "
+     "'proxy_anchor', 'arcface'], got 'hinge'"),
     ({"distance": "l1"}, "distance must be one of ['euclidean', 'squared', 'cosine'], "
      "got 'l1'"),
     ({"margin": -1}, "margin must be a number >= 0 or None, got -1"),
@@ -64,3 +65,47 @@ def test_validate_names_the_field(changes, message):
     with pytest.raises(ValueError) as info:
         TrainingConfig(**changes).validate()
     assert str(info.value).startswith(message)
+
+
+def test_loss_settings_merge_the_soft_field_and_loss_params():
+    assert TrainingConfig().loss_settings() == {}
+    assert TrainingConfig(loss="batch_hard", soft=True).loss_settings() == {"soft": True}
+    assert TrainingConfig(loss="batch_hard", loss_params={"soft": True}).loss_settings() \
+        == {"soft": True}
+    config = TrainingConfig(loss="multi_similarity", loss_params='{"alpha": 3, "beta": 40}')
+    assert config.validate().loss_settings() == {"alpha": 3, "beta": 40}
+    assert TrainingConfig(loss="multi_similarity").resolve(5).margin == 0.0  # no margin
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"loss": "circle", "loss_params": {"alpha": 1}}, ValueError,
+     r"loss 'circle' takes the settings \['gamma'\], got unknown 'alpha'"),
+    ({"loss": "circle", "loss_params": '{"gamma": "x"}'}, TypeError,
+     "gamma of loss 'circle' must be a number, got 'x'"),
+    ({"loss": "circle", "loss_params": "{gamma: 2}"}, ValueError,
+     "loss_params must be a JSON object, got '{gamma: 2}': Expecting property name"),
+    ({"loss": "circle", "loss_params": "[1]"}, ValueError,
+     r"loss_params must be a JSON object, got '\[1\]'"),
+    ({"loss_params": 3}, TypeError, "loss_params must be a dict or a JSON object string or "
+     "None, got 3"),
+    ({"loss": "arcface", "memory_size": 64}, ValueError,
+     "memory_size applies to in-batch pair losses, got loss='arcface' with memory_size=64"),
+    ({"loss": "triplet", "memory_size": 64}, ValueError,
+     "memory_size applies to in-batch pair losses, got loss='triplet' with memory_size=64"),
+    ({"memory_size": -1}, ValueError, "memory_size must be an int >= 0, got -1"),
+])  # fmt: skip
+def test_loss_params_and_memory_are_validated(changes, error, message):
+    with pytest.raises(error, match=message):
+        TrainingConfig(**changes).validate()
+
+
+def test_cli_takes_loss_params_as_json_and_the_memory_size():
+    from pipelines.cli.main import _parser
+
+    args = _parser().parse_args(["train", "data", "--loss", "multi_similarity", "--loss-params",
+                                 '{"alpha": 2, "epsilon": 0.2}', "--memory-size", "512",
+                                 "--out", "e.keras"])  # fmt: skip
+    config = TrainingConfig(loss=args.loss, loss_params=args.loss_params,
+                            memory_size=args.memory_size)
+    assert config.validate().loss_settings() == {"alpha": 2, "epsilon": 0.2}
+    assert config.memory_size == 512

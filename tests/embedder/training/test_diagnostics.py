@@ -162,7 +162,9 @@ def test_trainer_config_and_errors():
     assert {k: v for k, v in restored.get_config().items() if k != "encoder"} == {
         k: v for k, v in config.items() if k != "encoder"}
     with pytest.raises(ValueError, match=r"loss must be an in-batch loss \['batch_all', "
-                       r"'batch_hard', 'semi_hard', 'contrastive'\], got 'triplet'"):
+                       r"'batch_hard', 'semi_hard', 'contrastive', 'multi_similarity', "
+                       r"'supervised_contrastive', 'circle', 'proxy_anchor', 'arcface'\], "
+                       "got 'triplet'"):
         InBatchTrainer(encoder(), "triplet")
     with pytest.raises(ValueError, match=r"loss 'batch_all' takes the settings \[\], got "
                        r"unknown 'soft'"):
