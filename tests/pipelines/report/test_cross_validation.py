@@ -1,4 +1,5 @@
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -217,9 +218,19 @@ def test_report_progress_prints_one_line_per_fold(data, capsys):
     with report_progress():
         report = cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
     scores = report.heads["KNeighborsClassifier"].folds["balanced_accuracy"]
-    assert capsys.readouterr().out.splitlines() == [
-        f"[fold {i + 1}/2] balanced accuracy: KNeighborsClassifier {s:.3f}"
-        for i, s in enumerate(scores)]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    for i, score in enumerate(scores):
+        start, done = lines[2 * i : 2 * i + 2]
+        assert start == f"[fold {i + 1}/2] training the encoder on {report.folds[i].n_train} images"
+        stop = report.folds[i].validation
+        assert done.startswith(
+            f"[fold {i + 1}/2] balanced accuracy: KNeighborsClassifier {score:.3f}; "
+            f"{stop['epochs_run']} epochs, kept epoch {stop['epoch_kept']} "
+            f"({stop['stop_reason']})")
+    # the time left: after the first fold only (the second is the last)
+    assert re.search(r"; about \d+ s left \(remaining folds and the refit\)$", lines[1])
+    assert "left" not in lines[3]
     cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
     assert capsys.readouterr().out == ""
 
