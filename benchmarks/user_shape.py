@@ -124,14 +124,23 @@ def _env(code_root):
     return env
 
 
+def _children_cpu():
+    """CPU seconds used by finished child processes (less disturbed by load than wall)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def evaluate(folder, extra, code_root, out):
     """Run ``triplet evaluate FOLDER --cv 3`` in a fresh process; wall seconds and report."""
     cmd = [sys.executable, "-m", "pipelines", "evaluate", str(folder), "--out", str(out),
            "--cv", "3", "--seed", "0", *extra]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(cmd, cwd=code_root, env=_env(code_root), capture_output=True,
                           text=True, timeout=TIMEOUT, check=False)
     seconds = time.perf_counter() - start
+    (Path(out) / "cpu_seconds.txt").write_text(f"{_children_cpu() - cpu:.1f}")
     if done.returncode != 0:
         raise RuntimeError(f"triplet evaluate failed ({done.returncode}): "
                            f"{done.stderr[-2000:]}")
@@ -209,6 +218,7 @@ def run_folder(dataset, mode, code_root=None, extra=()):
             held = held_out_accuracy(Path(out) / "model.joblib", held_out, code_root)
         refit_lines = [line for line in (Path(out) / "stdout.txt").read_text().splitlines()
                        if line.startswith("refitting")]
+        cpu_seconds = float((Path(out) / "cpu_seconds.txt").read_text())
     scores = _head_scores(report)
     best = max(scores, key=lambda h: scores[h]["accuracy"])
     summary = (f"{seconds:.1f} s wall, best head {best}: CV accuracy "
@@ -219,7 +229,8 @@ def run_folder(dataset, mode, code_root=None, extra=()):
     return {
         "dataset": dataset, "code_root": str(code_root), "command": command,
         "n_images": n_images, "image_size": s["size"], "classes": classes,
-        "wall_seconds": round(seconds, 1), "heads": scores, "best_head": best,
+        "wall_seconds": round(seconds, 1), "cpu_seconds": cpu_seconds,
+        "heads": scores, "best_head": best,
         "held_out": held, "folds": _fold_stops(report), "refit": refit_lines,
         "notes": report.get("notes", []),
         "load_average": {"before": [round(v, 2) for v in load_before],
