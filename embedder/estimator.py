@@ -61,8 +61,10 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         per anchor, the margin is not used.
     classes_per_batch : int or None, default=None
         P of the P x K batches; ``None`` picks about 64 / K classes (all, if fewer).
-    samples_per_class : int, default=4
-        K of the P x K batches.
+    samples_per_class : int or None, default=None
+        K of the P x K batches; ``None``: 4, or more when there are few classes so that a
+        batch holds about 64 images (5 classes: K = 12), at most the smallest class's
+        size.
     epochs : int, default=20
         Upper bound: early stopping on validation MAP@R usually ends sooner.
     learning_rate : float, default=2e-3
@@ -82,13 +84,20 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         ``learning_rate`` (with their own warm-up and cosine decay); in (0, 1]. Used only
         when a frozen-backbone phase runs.
     patience : int, default=5
-        Epochs without a better validation MAP@R before early stopping.
+        Epochs without a rise of the validation MAP@R by ``min_delta`` before early
+        stopping.
     validation_fraction : float, default=0.1
         Stratified hold-out for validation P@1/MAP@R, early stopping and best-weights
         restore; 0 disables it (sets too small for a split are trained without one, and
         ``validation_`` says why).
     augment : bool, default=False
         Random flips, shifts and brightness changes during training.
+    min_delta : float, default=0.005
+        Smallest rise of the validation MAP@R that counts as progress for ``patience``;
+        the best epoch's weights are kept whatever its margin.
+    converged_patience : int, default=2
+        Stop after this many epochs in a row with (almost) no active triplet (active
+        fraction <= 0.001: the loss is ~0, nothing is left to learn); 0 never stops.
     precision : {None, "mixed_float16", "mixed_bfloat16"}, default=None
         Mixed-precision policy of the encoder; losses and normalisation stay float32.
     strategy : {None, "mirrored"}, default=None
@@ -150,6 +159,14 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         The resolved image shape.
     collapsed_ : bool
         Whether the collapse detector fired during training.
+    stop_reason_ : str
+        Why training ended: ``"plateau: ..."`` (validation MAP@R), ``"converged: ..."``
+        (nothing left to learn), ``"collapse: ..."`` or ``"reached epochs=N"``.
+    epochs_run_ : int
+        Epochs trained.
+    epoch_kept_ : int
+        The 1-based epoch whose weights the encoder has (the best validation epoch when a
+        validation split was used, else the last).
     training_fingerprints_ : ndarray of str
         Content digests of the training images, so reports can detect an encoder that
         saw the evaluated images.
@@ -190,7 +207,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         distance="euclidean",
         soft=False,
         classes_per_batch=None,
-        samples_per_class=4,
+        samples_per_class=None,
         epochs=20,
         learning_rate=2e-3,
         warmup_epochs=1,
@@ -199,6 +216,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         patience=5,
         validation_fraction=0.1,
         augment=False,
+        min_delta=0.005,
+        converged_patience=2,
         precision=None,
         strategy=None,
         cross_replica=False,
@@ -228,6 +247,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.augment = augment
+        self.min_delta = min_delta
+        self.converged_patience = converged_patience
         self.precision = precision
         self.strategy = strategy
         self.cross_replica = cross_replica
@@ -297,6 +318,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
             dtype_policy,
             make_strategy,
             run_training,
+            stop_summary,
             strategy_scope,
         )
         from embedder.training.seeding import seeded
@@ -318,6 +340,9 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         self.config_ = run.config
         self.validation_ = run.validation
         self.collapsed_ = bool(any(v == 1 for v in self.history_.get("collapsed", [])))
+        stop = stop_summary(run, self.history_)
+        self.stop_reason_ = stop["reason"]
+        self.epochs_run_, self.epoch_kept_ = stop["epochs_run"], stop["epoch_kept"]
         self.training_fingerprints_ = image_fingerprints(images)
 
     def _pretrained_start(self):

@@ -1,9 +1,9 @@
 """Class-balanced P x K batch sampling and the seed's offline random triplets.
 
 In-batch triplet mining needs several images of each class in a batch. :class:`PKSampler`
-draws P classes x K images per batch and, over one epoch, visits every image of every
-class (majority and minority classes alike) instead of re-reading the first images of
-each class.
+draws P chunks of K same-class images per batch and, over one epoch, visits every image
+of every class once (majority and minority classes alike), so an epoch is about one pass
+over the data however unequal the classes are.
 """
 
 from __future__ import annotations
@@ -75,14 +75,19 @@ def _epoch_index(value, name) -> int:
 
 
 class PKSampler:
-    """Batches of P classes x K images that cover every image of every class per epoch.
+    """Batches of P chunks of K same-class images that cover every image once per epoch.
 
-    Each class keeps a shuffled queue of its images, cut into chunks of K. A batch takes
-    one chunk from each of the P classes with the most chunks left (ties broken at random)
-    and, once fewer than P classes have chunks left, fills the other slots with random
-    re-used images of other classes. A class appears at most once per batch, so an epoch
-    has ``max(ceil(sum_c m_c / P), max_c m_c)`` batches, with ``m_c = ceil(n_c / K)``; the
-    last chunk of a class is completed with other images of that class.
+    Each class keeps a shuffled queue of its images, cut into ``m_c = ceil(n_c / K)``
+    chunks of K (the last chunk of a class is completed with other images of that class).
+    An epoch is ``max(ceil(sum_c m_c / P), ceil(max_c m_c / (P - 1)))`` batches of P
+    chunks: about one pass over the images, however unequal the classes (a class takes at
+    most P - 1 slots of a batch). Every class's chunks are spread evenly over the
+    epoch (batch ``b`` has taken about ``(b + 1) * m_c / B`` chunks of class ``c``), so a
+    class with more chunks than there are batches fills several slots of a batch, while a
+    small class is neither over-repeated nor bunched at the start. Chunks of one class
+    sit next to each other; every batch holds at least two classes (a chunk of random
+    re-used images of a class not yet in the batch fills a slot once the epoch's chunks
+    are used up).
 
     Parameters
     ----------
@@ -92,7 +97,7 @@ class PKSampler:
         P, 2 <= P <= number of classes. ``None``: ``min(n_classes, max(2, 64 // K))``.
     samples_per_class : int, default=4
         K >= 2. Classes with fewer than K images are sampled with replacement within a
-        batch (a ``UserWarning`` names them).
+        chunk (a ``UserWarning`` names them).
     random_state : int, numpy Generator or None
         Seed; the sequence of batches is deterministic given it. Epoch ``e`` is drawn
         from its own generator, seeded by ``(seed, e)``, so :meth:`epoch` can start at
@@ -141,9 +146,10 @@ class PKSampler:
             )
         self._chunks = np.array([math.ceil(n / k) for n in counts])
         self.batch_size = self.classes_per_batch * self.samples_per_class
-        self.batches_per_epoch = max(
-            math.ceil(self._chunks.sum() / self.classes_per_batch), int(self._chunks.max())
-        )
+        # one pass over the chunks, unless one class needs more batches (at most P - 1
+        # of its chunks fit in a batch beside another class)
+        self.batches_per_epoch = max(math.ceil(self._chunks.sum() / self.classes_per_batch),
+                                     math.ceil(self._chunks.max() / (self.classes_per_batch - 1)))
 
     def __len__(self):
         return self.batches_per_epoch
@@ -182,7 +188,8 @@ class PKSampler:
     def epoch(self, index=None) -> list[np.ndarray]:
         """One epoch: ``batches_per_epoch`` int64 arrays of exactly P * K indices each.
 
-        Each batch holds P distinct classes, K consecutive indices per class.
+        Each batch is P chunks of K indices of one class each, a class's chunks next to
+        each other, at least two classes per batch.
 
         Parameters
         ----------
@@ -196,22 +203,39 @@ class PKSampler:
             self._next_epoch += 1
         index = _epoch_index(index, "index")
         rng = np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=(index,)))
-        p = self.classes_per_batch
         queues = [self._chunks_of(m, rng) for m in self._members]
-        remaining = np.array([len(q) for q in queues])
+        taken = np.zeros(len(queues), dtype=np.int64)
         batches = []
-        for _ in range(self.batches_per_epoch):
-            # most chunks left first; random tie-break (jitter < 1 keeps the order of counts)
-            order = np.argsort(-(remaining + 0.5 * rng.random(len(remaining))), kind="stable")
+        for b in range(self.batches_per_epoch):
+            # each class's share of the epoch so far: its chunks spread evenly
+            due = (b + 1) * self._chunks / self.batches_per_epoch
+            picks = self._batch_classes(due, taken, rng)
             parts = []
-            for c in order[:p]:
-                if remaining[c]:
-                    parts.append(queues[c][len(queues[c]) - remaining[c]])
-                    remaining[c] -= 1
+            for c in picks:
+                if taken[c] < len(queues[c]):
+                    parts.append(queues[c][taken[c]])
+                    taken[c] += 1
                 else:
                     parts.append(self._filler(self._members[c], rng))
             batches.append(np.concatenate(parts).astype(np.int64))
         return batches
+
+    def _batch_classes(self, due, taken, rng) -> list:
+        """The P classes (with repeats) of the next batch, sorted, at least two distinct."""
+        left = self._chunks - taken
+        picked = np.zeros(len(left), dtype=np.int64)
+        jitter = 0.5 * rng.random(len(left))  # random tie-break, smaller than one chunk
+        most = self.classes_per_batch - 1  # leaves a slot for a second class
+        for _ in range(self.classes_per_batch):
+            behind = due - taken - picked + jitter
+            open_ = (left - picked > 0) & (picked < most)
+            if open_.any():  # the class furthest behind its share
+                c = int(np.argmax(np.where(open_, behind, -np.inf)))
+            else:  # epoch's chunks used up: re-use images of a class not yet in the batch
+                absent = np.flatnonzero(picked == 0)
+                c = int(rng.choice(absent if len(absent) else np.arange(len(left))))
+            picked[c] += 1
+        return np.repeat(np.arange(len(left)), picked).tolist()
 
 
 def random_triplets(labels, n_triplets, random_state=None) -> np.ndarray:

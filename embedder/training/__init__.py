@@ -8,7 +8,8 @@
 - :mod:`~embedder.training.run`: :func:`build_training_run`, :func:`run_training`,
   :func:`train_encoder`, strategies and precision;
 - :mod:`~embedder.training.fine_tuning`: the pretrained-start recipe (phases);
-- :mod:`~embedder.training.callbacks`: validation retrieval, collapse detection, history;
+- :mod:`~embedder.training.callbacks`: validation retrieval, stopping rules, collapse detection,
+  history;
 - :mod:`~embedder.training.checkpoints`: resumable backups and their manifest;
 - :mod:`~embedder.training.seeding`: :func:`seeded`, reproducible runs.
 
@@ -18,7 +19,9 @@ top-level helpers; never the estimators.
 
 from embedder.training.callbacks import (
     CollapseDetector,
+    ConvergenceStop,
     HistoryRecorder,
+    PlateauStop,
     RetrievalValidation,
     ScheduleLogger,
 )
@@ -33,6 +36,7 @@ from embedder.training.run import (
     make_strategy,
     run_training,
     split_validation,
+    stop_summary,
     strategy_scope,
     train_encoder,
 )
@@ -40,10 +44,11 @@ from embedder.training.seeding import seeded
 from embedder.training.trainer import InBatchTrainer
 
 __all__ = [
-    "DIAGNOSTICS", "Check", "CollapseDetector", "DiagnosticsMean", "HistoryRecorder",
-    "InBatchTrainer", "RetrievalValidation", "ScheduleLogger", "TrainingConfig",
+    "DIAGNOSTICS", "Check", "CollapseDetector", "ConvergenceStop", "DiagnosticsMean",
+    "HistoryRecorder", "InBatchTrainer", "PlateauStop", "RetrievalValidation",
+    "ScheduleLogger", "TrainingConfig",
     "TrainingRun", "batch_diagnostics", "build_training_run", "claim_checkpoint_dir",
     "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
     "resume_epoch", "run_training", "seed_from", "seeded", "split_validation",
-    "strategy_scope", "train_encoder",
+    "stop_summary", "strategy_scope", "train_encoder",
 ]

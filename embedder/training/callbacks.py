@@ -1,4 +1,5 @@
-"""Keras callbacks of the trainer: validation retrieval, collapse detection, history."""
+"""Keras callbacks of the trainer: validation retrieval, stopping rules, collapse detection,
+history."""
 
 from __future__ import annotations
 
@@ -97,12 +98,14 @@ class CollapseDetector(keras.callbacks.Callback):
         self.collapsed_epochs = []
         self._streak = 0
         self._warned = False
+        self.stop_reason = None
 
     def on_train_begin(self, logs=None):
         # One detector object may serve several ``fit`` calls: each starts afresh.
         self.collapsed_epochs = []
         self._streak = 0
         self._warned = False
+        self.stop_reason = None
 
     def is_collapsed(self, logs):
         """Whether the epoch ``logs`` show a collapse."""
@@ -131,6 +134,7 @@ class CollapseDetector(keras.callbacks.Callback):
             self._warned = True
             warnings.warn(f"epoch {epoch + 1}: {COLLAPSE_ADVICE}", UserWarning, stacklevel=2)
         if self._streak >= self.patience:
+            self.stop_reason = f"collapse: {self._streak} collapsed epochs in a row"
             self.model.stop_training = True
 
 
@@ -213,3 +217,117 @@ class ScheduleLogger(keras.callbacks.Callback):
         rate = self.model.optimizer.learning_rate  # LossScaleOptimizer passes it through
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
         logs["backbone_frozen"] = float(self.backbone_frozen)
+
+
+class PlateauStop(keras.callbacks.Callback):
+    """Stop when the validation score stops rising by ``min_delta``; keep the best weights.
+
+    Unlike ``keras.callbacks.EarlyStopping(min_delta=...)``, the weights kept are those of
+    the best epoch, whatever its margin: ``min_delta`` only decides when the run has
+    stopped making progress, so that noise in a small validation set neither extends
+    training nor picks an older epoch. ``stop_reason`` says why it stopped (None while
+    it has not).
+
+    Parameters
+    ----------
+    monitor : str, default="val_map_at_r"
+        A log key; higher is better.
+    patience : int, default=5
+        Epochs in a row without a rise of at least ``min_delta`` over the reference (the
+        value at the last such rise) that stop training.
+    min_delta : float, default=0.0
+        Smallest rise that counts as progress.
+    restore_best_weights : bool, default=True
+        Set the best epoch's weights back at the end of training.
+
+    Attributes
+    ----------
+    best_epoch : int or None
+        0-based epoch of the highest value (None before the first).
+    stopped_epoch : int or None
+        0-based epoch after which it stopped training.
+    stop_reason : str or None
+        Why it stopped training.
+    """
+
+    def __init__(self, monitor="val_map_at_r", patience=5, min_delta=0.0,
+                 restore_best_weights=True):
+        super().__init__()
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.best_weights = -math.inf, None, None
+        self.reference, self.wait = -math.inf, 0
+        self.stopped_epoch, self.stop_reason = None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if value > self.best:
+            self.best, self.best_epoch = float(value), epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+        if value >= self.reference + self.min_delta:
+            self.reference, self.wait = float(value), 0
+            return
+        self.wait += 1
+        if self.wait >= max(1, self.patience):
+            self.stopped_epoch = epoch
+            self.stop_reason = (
+                f"plateau: {self.monitor} did not rise by {self.min_delta:g} or more for "
+                f"{self.wait} epochs (best {self.best:.4f} at epoch {self.best_epoch + 1})")
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ConvergenceStop(keras.callbacks.Callback):
+    """Stop when training has nothing left to learn: (almost) no active triplet.
+
+    An epoch has converged when its ``active_fraction`` (the share of the batches' valid
+    triplets that still violate the margin; the ``loss`` when the loss logs no active
+    fraction) is at most ``tolerance``: the loss, and so its gradient, is then ~0.
+
+    Parameters
+    ----------
+    patience : int, default=2
+        Converged epochs in a row that stop training; 0 never stops.
+    tolerance : float, default=1e-3
+        Largest active fraction (or loss) that counts as converged.
+
+    Attributes
+    ----------
+    stopped_epoch : int or None
+        0-based epoch after which it stopped training.
+    stop_reason : str or None
+        Why it stopped training (None while it has not).
+    """
+
+    def __init__(self, patience=2, tolerance=1e-3):
+        super().__init__()
+        self.patience = int(patience)
+        self.tolerance = float(tolerance)
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        self.streak, self.stopped_epoch, self.stop_reason = 0, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        key = "active_fraction" if "active_fraction" in logs else "loss"
+        value = logs.get(key)
+        if value is None or not self.patience:
+            return
+        self.streak = self.streak + 1 if value <= self.tolerance else 0
+        if self.streak >= self.patience:
+            self.stopped_epoch = epoch
+            self.stop_reason = (f"converged: {key} <= {self.tolerance:g} for {self.streak} "
+                                "epochs (nothing left to learn)")
+            self.model.stop_training = True

@@ -225,6 +225,11 @@ def fit_phase(run, phases, index) -> None:
     # BackupAndRestore resumes a fit by setting Keras's private ``_initial_epoch``, which
     # fit never clears: left over, it would start this phase at the previous one's epoch.
     run.model._initial_epoch = None
+    optimizer = run.model.optimizer
+    if run.strategy is None and not optimizer.built:
+        # Without a strategy Keras builds the optimizer inside the first trace of the
+        # step; creating its slot variables there makes tf.function trace the step twice.
+        optimizer.build(run.model.trainable_variables)
     run.model.fit(
         run.dataset, initial_epoch=phase.start, epochs=phase.stop,
         steps_per_epoch=run.steps_per_epoch, callbacks=own + callbacks,

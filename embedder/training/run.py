@@ -33,7 +33,13 @@ from embedder.data.image_pipeline import (
 )
 from embedder.data.sampling import PKSampler
 from embedder.training import fine_tuning
-from embedder.training.callbacks import CollapseDetector, HistoryRecorder, RetrievalValidation
+from embedder.training.callbacks import (
+    CollapseDetector,
+    ConvergenceStop,
+    HistoryRecorder,
+    PlateauStop,
+    RetrievalValidation,
+)
 from embedder.training.checkpoints import claim_checkpoint_dir
 from embedder.training.config import MULTI_WORKER_UNSUPPORTED, TrainingConfig
 
@@ -254,11 +260,38 @@ def _callbacks(encoder, X, y, val_idx, config, input_shape):
     if val_idx is not None:
         val_data = image_batches(_take(X, val_idx), input_shape, batch_size=256)
         callbacks.append(RetrievalValidation(encoder, val_data, y[val_idx]))
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_map_at_r", mode="max", patience=config.patience,
-            restore_best_weights=True, verbose=int(config.verbose > 0)))
+        callbacks.append(PlateauStop("val_map_at_r", patience=config.patience,
+                                     min_delta=config.min_delta))
+    callbacks.append(ConvergenceStop(patience=config.converged_patience))
     callbacks.append(CollapseDetector(margin=config.margin))
     return callbacks
+
+
+def stop_summary(run, history) -> dict:
+    """Why the training of ``run`` ended and which epoch's weights it kept.
+
+    Parameters
+    ----------
+    run : TrainingRun
+        A run after :func:`run_training`.
+    history : dict
+        Its history.
+
+    Returns
+    -------
+    dict
+        ``reason`` (the stopping rule's words, or ``"reached epochs=N"``),
+        ``epochs_run`` and ``epoch_kept`` (1-based: the best validation epoch when a
+        validation split restored its weights, else the last epoch).
+    """
+    epochs_run = len(history.get("loss", []))
+    reasons = [c.stop_reason for c in run.callbacks if getattr(c, "stop_reason", None)]
+    reason = reasons[0] if reasons else f"reached epochs={run.config.epochs}"
+    kept = epochs_run
+    for callback in run.callbacks:
+        if isinstance(callback, PlateauStop) and callback.best_epoch is not None:
+            kept = callback.best_epoch + 1
+    return {"reason": reason, "epochs_run": epochs_run, "epoch_kept": kept}
 
 
 def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, callbacks=(),
@@ -305,7 +338,8 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
     X_train, y_train = _take(X, train_idx), y[train_idx]
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     config = config.resolve(len(np.unique(y_train)), n_replicas=replicas,
-                            pretrained=pretrained)
+                            pretrained=pretrained,
+                            min_class_size=int(np.unique(y_train, return_counts=True)[1].min()))
     fine_tuning.check_head(encoder, config)
     phases = fine_tuning.plan_phases(config)
     dataset, steps, sampler = _dataset(X_train, y_train, config, input_shape)

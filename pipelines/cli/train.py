@@ -81,7 +81,8 @@ def _fine_tuning_line(config) -> str:
 def _validation_line(embedder) -> str:
     validation = getattr(embedder, "validation_", None) or {}
     if validation.get("used"):
-        return f"{validation['n_images']} held-out images (early stopping on MAP@R)"
+        return (f"{validation['n_images']} held-out images (early stopping on a MAP@R "
+                "plateau)")
     return (f"skipped: {validation.get('reason')}; no early stopping, the last epoch "
             "was kept")
 
@@ -105,6 +106,8 @@ def train(args):
         ("final val P@1", _final(hist, "val_precision_at_1")),
         ("final val MAP@R", _final(hist, "val_map_at_r")),
         ("validation", _validation_line(embedder)),
+        ("stopped", f"{embedder.stop_reason_}; kept epoch {embedder.epoch_kept_} of "
+         f"{embedder.epochs_run_}"),
         ("collapse detected", "YES - see the FAQ" if getattr(embedder, "collapsed_", False)
          else "no"),
         ("training time", f"{time.perf_counter() - start:.1f} s"),
@@ -216,7 +219,11 @@ def _report_and_model(embedder, X, y, refit, plan):
     from classifiers import make_head
     from pipelines.factory import make_triplet_pipeline
     from pipelines.persistence.pipeline_files import save_pipeline
-    from pipelines.report.cross_validation import cross_validate_report, report_progress
+    from pipelines.report.cross_validation import (
+        cross_validate_report,
+        refit_plan,
+        report_progress,
+    )
 
     if not plan.heads:
         raise ValueError("--heads must name at least one head, e.g. knn,logreg,svm")
@@ -228,10 +235,17 @@ def _report_and_model(embedder, X, y, refit, plan):
         report = cross_validate_report(pipeline, X, y, cv=plan.cv, heads=plan.heads,
                                        refit_encoder=refit, random_state=plan.seed,
                                        n_jobs=plan.n_jobs)
+    refit_with = refit_plan(report) if refit == "per_fold" else None
+    if refit_with is not None:
+        report.notes.append(refit_with["note"])
     paths = report.save(plan.out)
-    print(f"refitting the best pipeline ({report.best_head}) on all {len(y)} images",
-          flush=True)
-    final = clone(pipeline).set_params(head=make_head(report.best_head)).fit(X, y)
+    final = clone(pipeline).set_params(head=make_head(report.best_head))
+    what = f"refitting the best pipeline ({report.best_head}) on all {len(y)} images"
+    if refit_with is not None:
+        final.set_params(**{f"embed__{k}": v for k, v in refit_with["params"].items()})
+        what += f" for {refit_with['epochs']} epochs (the folds' choice, no validation split)"
+    print(what, flush=True)
+    final.fit(X, y)
     model_path = str(Path(plan.out) / "model.joblib")
     save_pipeline(final, model_path)
     print()

@@ -1,6 +1,7 @@
 """Cross-validated and open-set reports: the fold engine, the typed records, their text.
 
-- :mod:`~pipelines.report.cross_validation`: :func:`cross_validate_report`;
+- :mod:`~pipelines.report.cross_validation`: :func:`cross_validate_report`,
+  :func:`refit_plan`;
 - :mod:`~pipelines.report.open_set`: :func:`open_set_report` (folds hide whole classes),
   :func:`rejecting_head`;
 - :mod:`~pipelines.report.folds`: the one fold engine (:func:`run_folds`, joblib) and one
@@ -15,7 +16,11 @@ May import :mod:`pipelines.plots`, :mod:`pipelines.text`, :mod:`classifiers` and
 NumPy-only parts of :mod:`embedder`.
 """
 
-from pipelines.report.cross_validation import cross_validate_report, report_progress
+from pipelines.report.cross_validation import (
+    cross_validate_report,
+    refit_plan,
+    report_progress,
+)
 from pipelines.report.html import open_set_html, report_html
 from pipelines.report.open_set import hidden_class_folds, open_set_report, rejecting_head
 from pipelines.report.open_set_records import OpenSetReport
@@ -31,5 +36,5 @@ from pipelines.report.records import (
 __all__ = [
     "CVInfo", "EmbedderInfo", "FoldRecord", "HeadResult", "OpenSetReport", "Report",
     "RetrievalResult", "cross_validate_report", "hidden_class_folds", "open_set_html",
-    "open_set_report", "rejecting_head", "report_html", "report_progress",
+    "open_set_report", "refit_plan", "rejecting_head", "report_html", "report_progress",
 ]

@@ -136,7 +136,8 @@ def cross_validate_report(
     labels = sorted(np.unique(y).tolist(), key=natural_key)
     embedding, data, info, warns, notes = _prepare_embedding(pipeline, X, y, refit_encoder)
     knn_k, knn_note = choose_knn_k(y, splits)
-    tasks = [FoldTask(i, train, test, len(splits), keep_embeddings=i == 0)
+    started = time.perf_counter() if n_jobs in (None, 1) else None
+    tasks = [FoldTask(i, train, test, len(splits), keep_embeddings=i == 0, started=started)
              for i, (train, test) in enumerate(splits)]
     outputs = run_folds(run_fold, tasks, embedding, data, y, named_heads, knn_k,
                         n_jobs=n_jobs)
@@ -144,6 +145,9 @@ def cross_validate_report(
                                      [o.y_test for o in outputs], labels)
                for name, head in named_heads}
     folds = [o.record for o in outputs]
+    stops = _stop_note([f.validation for f in folds])
+    if stops:
+        notes = [*notes, stops]
     for message in warns:
         warnings.warn(message, UserWarning, stacklevel=2)
     return Report(
@@ -355,3 +359,44 @@ def _validation_note(validations: list, *, per_fold: bool) -> str | None:
     return (f"Validation was skipped{' ' + where if where else ''} ({why}): without a "
             "validation split there was no early stopping and no restore of the best "
             "weights; the encoder of the last epoch was kept.")
+
+
+def _stop_note(validations: list) -> str | None:
+    """One sentence: how each fold's training ended (epochs run, epoch kept, why)."""
+    parts = [f"fold {i + 1}: {v['epochs_run']} epochs, kept epoch {v['epoch_kept']} "
+             f"({v['stop_reason']})"
+             for i, v in enumerate(validations) if v and v.get("stop_reason")]
+    return "Training stopped - " + "; ".join(parts) + "." if parts else None
+
+
+def refit_plan(report) -> dict | None:
+    """How to refit the encoder on all images: the epochs the folds chose, no split.
+
+    The folds' early stopping picked an epoch on a validation split of each fold's
+    training part; the refit trains for the median of those epochs (rounded up) on all
+    images, holding none out, so that no user image is spent on a split the refit does
+    not check.
+
+    Parameters
+    ----------
+    report : Report
+        A cross-validated report whose folds trained an encoder (``refit_encoder=
+        "per_fold"``).
+
+    Returns
+    -------
+    dict or None
+        ``epochs`` (int), ``params`` (the ``TripletEmbedder`` parameters to set:
+        ``epochs`` and ``validation_fraction=0.0``) and ``note`` (what the refit does,
+        for the report); None when no fold recorded the epoch it kept.
+    """
+    kept = [v["epoch_kept"] for v in (f.validation for f in report.folds)
+            if v and v.get("epoch_kept")]
+    if not kept:
+        return None
+    epochs = int(np.ceil(np.median(kept)))
+    note = (f"Refit: the saved model's encoder was trained on all {report.n_samples} images "
+            f"for {epochs} epochs, the median of the epochs the folds kept "
+            f"({', '.join(str(k) for k in kept)}), without a validation split.")
+    return {"epochs": epochs, "params": {"epochs": epochs, "validation_fraction": 0.0},
+            "note": note}

@@ -40,13 +40,18 @@ _SCORERS = {
 
 @dataclasses.dataclass(frozen=True)
 class FoldTask:
-    """Indices of one fold and whether to send its test embeddings back (2-D plot)."""
+    """Indices of one fold and whether to send its test embeddings back (2-D plot).
+
+    ``started`` is when the evaluation began (``time.perf_counter()`` of the process that
+    runs the folds one after another): the progress lines estimate the time left from it.
+    """
 
     index: int
     train: np.ndarray
     test: np.ndarray
     n_splits: int
     keep_embeddings: bool
+    started: float | None = None
 
 
 @dataclasses.dataclass
@@ -106,6 +111,11 @@ def is_frozen_embedder(step) -> bool:
     return isinstance(step, loaded_class("embedder.frozen", "FrozenEmbedder"))
 
 
+#: The fitted ``TripletEmbedder`` attributes (without their ``_``) that say how its
+#: training ended; :func:`validation_info` copies them into a fold's record.
+STOP_FIELDS = ("stop_reason", "epochs_run", "epoch_kept")
+
+
 def validation_info(step) -> dict | None:
     """A fitted :class:`embedder.TripletEmbedder`'s ``validation_`` as a plain dict.
 
@@ -117,13 +127,21 @@ def validation_info(step) -> dict | None:
     Returns
     -------
     dict or None
-        ``used``, ``reason``, ``n_images``; ``None`` for other embedders (a frozen one
-        trained nothing) or when the attribute is missing.
+        ``used``, ``reason``, ``n_images``, and how its training ended: ``stop_reason``,
+        ``epochs_run``, ``epoch_kept`` (the estimator's attributes of those names, when
+        it has them); ``None`` for other embedders (a frozen one trained nothing) or
+        when ``validation_`` is missing.
     """
     if not isinstance(step, loaded_class("embedder.estimator", "TripletEmbedder")):
         return None
     info = getattr(step, "validation_", None)
-    return jsonable(dict(info)) if isinstance(info, Mapping) else None
+    if not isinstance(info, Mapping):
+        return None
+    info = dict(info)
+    for name in STOP_FIELDS:
+        if hasattr(step, name + "_"):
+            info[name] = getattr(step, name + "_")
+    return jsonable(info)
 
 
 @dataclasses.dataclass
@@ -281,6 +299,9 @@ def run_fold(task: FoldTask, embedding, X, y, heads: list, knn_k):
     -------
     FoldOutput
     """
+    if LOG.isEnabledFor(logging.INFO) and isinstance(embedding, PerFoldEmbedding):
+        LOG.info("[fold %d/%d] training the encoder on %d images", task.index + 1,
+                 task.n_splits, len(task.train))
     emb = embedding.embed(X, y, task)
     y_train, y_test = y[task.train], y[task.test]
     scored = {name: score_head(head, emb.Z_train, y_train, emb.Z_test, y_test)
@@ -289,9 +310,24 @@ def run_fold(task: FoldTask, embedding, X, y, heads: list, knn_k):
                         emb.embed_time, emb.history, emb.validation)
     if LOG.isEnabledFor(logging.INFO):
         text = ", ".join(f"{n} {h.scores['balanced_accuracy']:.3f}" for n, h in scored.items())
-        LOG.info("[fold %d/%d] balanced accuracy: %s", task.index + 1, task.n_splits, text)
+        LOG.info("[fold %d/%d] balanced accuracy: %s%s", task.index + 1, task.n_splits, text,
+                 _progress_tail(task, emb.validation))
     return FoldOutput(record, retrieval(emb.Z_test, y_test, knn_k), scored, y_test,
                       np.asarray(emb.Z_test) if task.keep_embeddings else None)
+
+
+def _progress_tail(task: FoldTask, validation) -> str:
+    """How the fold's training ended and, when folds run in turn, the time left."""
+    tail = ""
+    if validation and validation.get("stop_reason"):
+        tail += (f"; {validation.get('epochs_run')} epochs, kept epoch "
+                 f"{validation.get('epoch_kept')} ({validation['stop_reason']})")
+    if task.started is not None and task.index + 1 < task.n_splits:
+        per_fold = (time.perf_counter() - task.started) / (task.index + 1)
+        # the refit trains on all images: about one more fold's time
+        left = per_fold * (task.n_splits - task.index - 1 + 1)
+        tail += f"; about {left:.0f} s left (remaining folds and the refit)"
+    return tail
 
 
 def check_folds(cv, y, random_state):

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from embedder.training.callbacks import COLLAPSE_ADVICE, CollapseDetector, _mean_pairwise_distance
+from embedder.training.callbacks import (
+    COLLAPSE_ADVICE,
+    CollapseDetector,
+    ConvergenceStop,
+    PlateauStop,
+    _mean_pairwise_distance,
+)
 
 
 class _Model:
@@ -94,3 +100,64 @@ def test_history_recorder_keeps_the_whole_run_across_a_resume(tmp_path):
     in_memory.on_train_begin()
     in_memory.on_epoch_end(0, {"loss": 1.0})
     assert in_memory.history == {"loss": [1.0]} and not list(tmp_path.glob("*.tmp"))
+
+
+class _WeightsModel(_Model):
+    """Weights are the epoch number, so a restore shows which epoch was kept."""
+
+    def __init__(self):
+        self.weights = [np.array(-1.0)]
+
+    def get_weights(self):
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        self.weights = [np.asarray(w) for w in weights]
+
+
+def _feed(callback, key, values, model=None):
+    """Run ``values`` of ``key`` through ``callback``; the epoch it stopped after."""
+    model = model or _WeightsModel()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        model.weights = [np.array(float(epoch))]
+        callback.on_epoch_end(epoch, {key: value})
+        if model.stop_training:
+            return epoch
+    return None
+
+
+def test_plateau_stop_ignores_rises_below_min_delta_and_keeps_the_best_epoch():
+    stop = PlateauStop("val_map_at_r", patience=3, min_delta=0.005)
+    model = _WeightsModel()
+    # 0.603 and 0.604 are better than 0.6 but by less than min_delta: no progress
+    assert _feed(stop, "val_map_at_r", [0.5, 0.6, 0.603, 0.604, 0.602, 0.9], model) == 4
+    assert stop.best_epoch == 3 and stop.stopped_epoch == 4
+    assert stop.stop_reason == ("plateau: val_map_at_r did not rise by 0.005 or more for 3 "
+                                "epochs (best 0.6040 at epoch 4)")
+    stop.on_train_end()
+    assert float(model.weights[0]) == 3.0  # the best epoch's weights, not the reference's
+
+
+def test_plateau_stop_keeps_going_while_the_score_rises():
+    stop = PlateauStop("val_map_at_r", patience=2, min_delta=0.01)
+    assert _feed(stop, "val_map_at_r", [0.5, 0.52, 0.54, 0.56, 0.58]) is None
+    assert stop.stop_reason is None and stop.best_epoch == 4
+    stop.on_train_begin()  # a new fit starts afresh
+    assert stop.best_epoch is None and stop.wait == 0
+
+
+def test_convergence_stop_needs_a_streak_of_inactive_epochs():
+    stop = ConvergenceStop(patience=2)
+    assert _feed(stop, "active_fraction", [0.1, 0.0, 0.2, 0.0005, 0.0, 0.3]) == 4
+    assert stop.stop_reason == ("converged: active_fraction <= 0.001 for 2 epochs "
+                                "(nothing left to learn)")
+    never = ConvergenceStop(patience=0)
+    assert _feed(never, "active_fraction", [0.0] * 5) is None
+
+
+def test_convergence_stop_reads_the_loss_without_an_active_fraction():
+    stop = ConvergenceStop(patience=1)
+    assert _feed(stop, "loss", [0.3, 0.0]) == 1
+    assert stop.stop_reason.startswith("converged: loss <= 0.001 for 1 epochs")

@@ -67,6 +67,8 @@ def test_train_saves_encoder_and_prints_summary(trained):
     for row in ("encoder", "final val P@1", "final val MAP@R", "collapse detected", "saved"):
         assert row in out
     assert "40 (5 classes)" in out
+    # no validation split on 40 images: the run ends at its last epoch and says so
+    assert re.search(r"stopped +reached epochs=\d+; kept epoch (\d+) of \1", out)
 
 
 def test_train_fine_tunes_from_a_weights_file(workdir, tmp_path):
@@ -104,6 +106,14 @@ def test_evaluate_per_fold_writes_report_and_model(evaluated):
         assert (out / name).stat().st_size > 0
     assert "best head:" in stdout and "[fold 2/2]" in stdout
     assert "warning" not in err
+    # the refit trains for the epochs the folds kept, on all images, and the report says so
+    kept = sorted(f["validation"]["epoch_kept"] for f in report["folds"])
+    epochs = int(np.ceil(np.median(kept)))
+    assert (f"on all 40 images for {epochs} epochs (the folds' choice, no validation split)"
+            in stdout)
+    assert any(note.startswith(f"Refit: the saved model's encoder was trained on all 40 "
+                               f"images for {epochs} epochs") for note in report["notes"])
+    assert any(note.startswith("Training stopped - fold 1: ") for note in report["notes"])
 
 
 def test_evaluate_frozen_encoder_warns_about_seen_images(workdir, trained):

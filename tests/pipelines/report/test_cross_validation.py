@@ -1,4 +1,5 @@
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -217,9 +218,15 @@ def test_report_progress_prints_one_line_per_fold(data, capsys):
     with report_progress():
         report = cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
     scores = report.heads["KNeighborsClassifier"].folds["balanced_accuracy"]
-    assert capsys.readouterr().out.splitlines() == [
-        f"[fold {i + 1}/2] balanced accuracy: KNeighborsClassifier {s:.3f}"
-        for i, s in enumerate(scores)]
+    lines = capsys.readouterr().out.splitlines()
+    # a TripletEmbedder would add its fold's epochs and stop reason (see below)
+    assert len(lines) == 4
+    assert lines[0] == f"[fold 1/2] training the encoder on {report.folds[0].n_train} images"
+    assert re.fullmatch(rf"\[fold 1/2\] balanced accuracy: KNeighborsClassifier "
+                        rf"{scores[0]:.3f}; about \d+ s left \(remaining folds and the refit\)",
+                        lines[1])
+    assert lines[2] == f"[fold 2/2] training the encoder on {report.folds[1].n_train} images"
+    assert lines[3] == f"[fold 2/2] balanced accuracy: KNeighborsClassifier {scores[1]:.3f}"
     cross_validate_report(_pipeline(), X, y, cv=2, heads=HEADS[:1])
     assert capsys.readouterr().out == ""
 
@@ -454,3 +461,44 @@ def test_frozen_embedder_is_used_frozen_in_both_refit_modes(saved_encoder, refit
     assert report.validation is None and report.histories == [{}]
     assert [f.embed_time for f in report.folds] == [None, None]
     assert "No encoder was trained during this evaluation." in report.to_markdown()
+
+
+def test_progress_tail_says_how_training_stopped_and_the_time_left():
+    import time
+
+    from pipelines.report.folds import FoldTask, _progress_tail
+
+    idx = np.arange(4)
+    stop = {"stop_reason": "converged: active_fraction <= 0.001 for 2 epochs",
+            "epochs_run": 9, "epoch_kept": 7}
+    first = FoldTask(0, idx, idx, 3, False, started=time.perf_counter() - 10.0)
+    tail = _progress_tail(first, stop)
+    # 10 s for one fold: two more folds and the refit, about 30 s
+    assert re.fullmatch(r"; 9 epochs, kept epoch 7 \(converged: active_fraction <= 0.001 "
+                        r"for 2 epochs\); about 3[0-2] s left \(remaining folds and the "
+                        r"refit\)", tail)
+    last = FoldTask(2, idx, idx, 3, False, started=time.perf_counter())
+    assert _progress_tail(last, None) == ""
+
+
+def test_refit_plan_trains_the_median_kept_epoch_without_a_split():
+    from types import SimpleNamespace
+
+    from pipelines.report.cross_validation import _stop_note, refit_plan
+
+    stops = [{"epochs_run": 9, "epoch_kept": 4, "stop_reason": "plateau: ..."},
+             {"epochs_run": 12, "epoch_kept": 7, "stop_reason": "converged: ..."},
+             {"epochs_run": 20, "epoch_kept": 6, "stop_reason": "reached epochs=20"},
+             {"epochs_run": 8, "epoch_kept": 5, "stop_reason": "plateau: ..."}]
+    report = SimpleNamespace(n_samples=880, folds=[SimpleNamespace(validation=v) for v in stops])
+    plan = refit_plan(report)
+    assert plan["epochs"] == 6  # median 5.5, rounded up
+    assert plan["params"] == {"epochs": 6, "validation_fraction": 0.0}
+    assert plan["note"] == ("Refit: the saved model's encoder was trained on all 880 images "
+                            "for 6 epochs, the median of the epochs the folds kept (4, 7, 6, "
+                            "5), without a validation split.")
+    assert _stop_note(stops[:2]) == ("Training stopped - fold 1: 9 epochs, kept epoch 4 "
+                                     "(plateau: ...); fold 2: 12 epochs, kept epoch 7 "
+                                     "(converged: ...).")
+    frozen = SimpleNamespace(n_samples=10, folds=[SimpleNamespace(validation=None)])
+    assert refit_plan(frozen) is None and _stop_note([None]) is None
