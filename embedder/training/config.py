@@ -17,12 +17,7 @@ from classifiers.sklearn_compat import Interval, StrOptions
 
 DISTANCE_NAMES = ("euclidean", "squared", "cosine")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
-STRATEGIES = (None, "mirrored")
-#: Why ``strategy="multi_worker"`` is refused (see the README's "Scaling up").
-MULTI_WORKER_UNSUPPORTED = (
-    "strategy='multi_worker' is not supported: tf.distribute.MultiWorkerMirroredStrategy "
-    "fails before the first step under Keras 3 (keras-team/keras#20585); run independent "
-    "trainings (folds, searches) on several machines with Dask instead")
+STRATEGIES = (None, "mirrored", "multi_worker")
 #: P x K batches aim at about this many images when P is not given.
 TARGET_BATCH_SIZE = 64
 
@@ -206,7 +201,8 @@ class TrainingConfig:
                                    "in it; losses and normalisation stay float32)",
                                    choices=PRECISIONS)
     strategy: str | None = _field(None, "mirrored: tf.distribute.MirroredStrategy over the "
-                                  "local GPUs", choices=STRATEGIES)
+                                  "local GPUs; multi_worker: one run over the TF_CONFIG "
+                                  "machines", choices=STRATEGIES)
     cross_replica: bool = _field(False, "mine triplets across the batches of all replicas",
                                  check=Check(bool))
     checkpoint_dir: str | None = _field(None, "per-epoch backups; a later run with the same "
@@ -230,8 +226,6 @@ class TrainingConfig:
         ValueError, TypeError
             Naming the field, what it must be and what it is.
         """
-        if self.strategy == "multi_worker":
-            raise ValueError(MULTI_WORKER_UNSUPPORTED)
         if fields:
             self._check_fields()
         freeze = self.freeze_backbone_epochs
@@ -240,6 +234,9 @@ class TrainingConfig:
                              f"got {freeze!r}")
         if self.soft and self.loss != "batch_hard":
             raise ValueError(f"soft=True applies to loss='batch_hard' only, got "
+                             f"loss={self.loss!r}")
+        if self.strategy == "multi_worker" and not self.in_batch:
+            raise ValueError(f"strategy='multi_worker' needs an in-batch loss, got "
                              f"loss={self.loss!r}")
         if self.cross_replica and not self.in_batch:
             raise ValueError(f"cross_replica=True needs an in-batch loss, got "
@@ -270,9 +267,6 @@ class TrainingConfig:
                 out[field.name] = ["random_state"]
             elif field.name == "loss":
                 out[field.name] = [StrOptions(RegisteredLosses())]
-            elif field.name == "strategy":
-                # "multi_worker" passes here so that fit explains why it is refused
-                out[field.name] = [StrOptions({"mirrored", "multi_worker"}), None]
             elif check is not None:
                 out[field.name] = check.constraint()
             elif field_choices(field) is None:

@@ -1,0 +1,133 @@
+"""One worker of the loopback multi-worker tests, or the one-process reference.
+
+``python -m tests.embedder.training.multi_worker_job OUT.json --workers A,B --index I``
+trains the tiny encoder with ``strategy="multi_worker"``; without ``--workers`` it trains
+in one process (``train(None, ...)``, also called in-process by the tests). The chief
+writes the result (history, first-step gradient, embeddings) as JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+#: The run both sides train: 2 epochs, P x K = 4 x 4 (8 images per worker).
+SETTINGS = {"loss": "batch_all", "epochs": 2, "classes_per_batch": 4, "samples_per_class": 4,
+            "learning_rate": 0.01, "warmup_epochs": 0.5, "validation_fraction": 0.0,
+            "cross_replica": True, "embedding_dim": 8, "random_state": 0}
+
+
+class _Slow:
+    """A callback that sleeps after each epoch, so the kill test finds the run under way."""
+
+    def __new__(cls, seconds):
+        import keras
+
+        class Slow(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                time.sleep(seconds)
+
+        return Slow()
+
+
+def _data():
+    from tests._images import make_shapes
+
+    X, y = make_shapes(12, size=16, n_classes=4)
+    return X.astype("float32"), y
+
+
+def first_gradient(run):
+    """The gradient of the first global batch's loss (summed over replicas), as lists."""
+    import tensorflow as tf
+
+    model, strategy = run.model, run.strategy
+
+    def replica(x, y):
+        if strategy is not None:
+            with tf.device(strategy.extended.worker_devices[0]):
+                y = tf.identity(y)
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(y=y, y_pred=model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        if strategy is None:
+            return grads
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+
+    if strategy is None:
+        grads = replica(*next(iter(run.dataset)))
+    else:
+        from embedder.training.multi_worker import replica_batches
+
+        size = run.config.classes_per_batch * run.config.samples_per_class
+        batch = next(iter(replica_batches(strategy, run.dataset, size)))
+        grads = tf.function(lambda b: strategy.run(replica, args=b))(batch)
+        grads = [strategy.experimental_local_results(g)[0] for g in grads]
+    return [tf.reshape(g, [-1]).numpy().tolist() for g in grads]
+
+
+def train(strategy, checkpoint_dir=None, epochs=None, slow=0.0):
+    """Train the tiny encoder; return history, first gradient and embeddings."""
+    import keras
+
+    from embedder.models.encoders import ENCODERS, build_encoder, register_encoder
+    from embedder.training import TrainingConfig, build_training_run, run_training, seeded
+    from tests.conftest import _tiny_cnn
+
+    if "tiny_cnn" not in ENCODERS:
+        register_encoder("tiny_cnn")(_tiny_cnn)
+    X, y = _data()
+    settings = {k: v for k, v in SETTINGS.items() if k != "embedding_dim"}
+    config = TrainingConfig(**{**settings, "epochs": epochs or SETTINGS["epochs"]},
+                            strategy=None if strategy is None else "multi_worker",
+                            checkpoint_dir=checkpoint_dir).validate()
+    with seeded(0):
+        scope = strategy.scope() if strategy is not None else _null()
+        with scope:
+            encoder = build_encoder("tiny_cnn", input_shape=X.shape[1:],
+                                    embedding_dim=SETTINGS["embedding_dim"])
+        extra = [_Slow(slow)] if slow else []
+        run = build_training_run(encoder, X, y, config, input_shape=X.shape[1:],
+                                 strategy=strategy, callbacks=extra)
+        gradient = first_gradient(run) if checkpoint_dir is None else None
+        history = run_training(run)
+    embeddings = keras.ops.convert_to_numpy(encoder(X[:16], training=False))
+    return {"history": history, "gradient": gradient, "embeddings": embeddings.tolist(),
+            "iterations": int(run.model.optimizer.iterations.numpy())}
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--workers")
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--slow", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    from embedder.training.multi_worker import is_chief, multi_worker_strategy, set_cluster
+
+    set_cluster(args.workers, args.index)
+    strategy = multi_worker_strategy(startup_timeout=60)  # first: before any TF op
+    start = time.perf_counter()
+    result = train(strategy, args.checkpoint_dir, args.epochs, args.slow)
+    result["seconds"] = time.perf_counter() - start
+    print("TRAINED", json.dumps(result["history"].get("loss")), flush=True)
+    if is_chief(strategy):
+        from embedder.files import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
