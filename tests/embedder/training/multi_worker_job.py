@@ -14,23 +14,22 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-#: The run both sides train: 2 epochs, P x K = 4 x 4 (8 images per worker).
-SETTINGS = {"loss": "batch_all", "epochs": 2, "classes_per_batch": 4, "samples_per_class": 4,
+#: The run both sides train: 3 epochs of 3 steps, P x K = 4 x 4 (8 images per worker).
+SETTINGS = {"loss": "batch_all", "epochs": 3, "classes_per_batch": 4, "samples_per_class": 4,
             "learning_rate": 0.01, "warmup_epochs": 0.5, "validation_fraction": 0.0,
             "cross_replica": True, "embedding_dim": 8, "random_state": 0}
 
 
-class _Slow:
-    """A callback that sleeps after each epoch, so the kill test finds the run under way."""
+def _epoch_printer(seconds):
+    """A callback that prints each epoch and sleeps, so the kill test finds the run under way."""
+    import keras
 
-    def __new__(cls, seconds):
-        import keras
+    class EpochPrinter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print(f"EPOCH {epoch}", flush=True)
+            time.sleep(seconds)
 
-        class Slow(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                time.sleep(seconds)
-
-        return Slow()
+    return EpochPrinter()
 
 
 def _data():
@@ -69,30 +68,38 @@ def first_gradient(run):
     return [tf.reshape(g, [-1]).numpy().tolist() for g in grads]
 
 
-def train(strategy, checkpoint_dir=None, epochs=None, slow=0.0):
-    """Train the tiny encoder; return history, first gradient and embeddings."""
+def train(strategy, checkpoint_dir=None, slow=0.0, gradient_path=None):
+    """Train the tiny encoder; return history, first gradient and embeddings.
+
+    The first step's gradient is computed before training (and written to
+    ``gradient_path`` by the chief) unless the run resumes from ``checkpoint_dir``.
+    """
     import keras
 
+    from embedder.files import atomic_write_text
     from embedder.models.encoders import ENCODERS, build_encoder, register_encoder
     from embedder.training import TrainingConfig, build_training_run, run_training, seeded
+    from embedder.training.multi_worker import is_chief
     from tests.conftest import _tiny_cnn
 
     if "tiny_cnn" not in ENCODERS:
         register_encoder("tiny_cnn")(_tiny_cnn)
     X, y = _data()
     settings = {k: v for k, v in SETTINGS.items() if k != "embedding_dim"}
-    config = TrainingConfig(**{**settings, "epochs": epochs or SETTINGS["epochs"]},
-                            strategy=None if strategy is None else "multi_worker",
+    config = TrainingConfig(**settings, strategy=None if strategy is None else "multi_worker",
                             checkpoint_dir=checkpoint_dir).validate()
     with seeded(0):
         scope = strategy.scope() if strategy is not None else _null()
         with scope:
             encoder = build_encoder("tiny_cnn", input_shape=X.shape[1:],
                                     embedding_dim=SETTINGS["embedding_dim"])
-        extra = [_Slow(slow)] if slow else []
         run = build_training_run(encoder, X, y, config, input_shape=X.shape[1:],
-                                 strategy=strategy, callbacks=extra)
-        gradient = first_gradient(run) if checkpoint_dir is None else None
+                                 strategy=strategy, callbacks=[_epoch_printer(slow)])
+        gradient = None
+        if gradient_path is not None or strategy is None:
+            gradient = first_gradient(run)
+        if gradient_path is not None and is_chief(strategy):
+            atomic_write_text(gradient_path, json.dumps(gradient))
         history = run_training(run)
     embeddings = keras.ops.convert_to_numpy(encoder(X[:16], training=False))
     return {"history": history, "gradient": gradient, "embeddings": embeddings.tolist(),
@@ -111,7 +118,7 @@ def main(argv=None):
     parser.add_argument("--workers")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--checkpoint-dir")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--gradient")
     parser.add_argument("--slow", type=float, default=0.0)
     args = parser.parse_args(argv)
     from embedder.training.multi_worker import is_chief, multi_worker_strategy, set_cluster
@@ -119,9 +126,8 @@ def main(argv=None):
     set_cluster(args.workers, args.index)
     strategy = multi_worker_strategy(startup_timeout=60)  # first: before any TF op
     start = time.perf_counter()
-    result = train(strategy, args.checkpoint_dir, args.epochs, args.slow)
+    result = train(strategy, args.checkpoint_dir, args.slow, args.gradient)
     result["seconds"] = time.perf_counter() - start
-    print("TRAINED", json.dumps(result["history"].get("loss")), flush=True)
     if is_chief(strategy):
         from embedder.files import atomic_write_text
 
