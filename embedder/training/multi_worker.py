@@ -86,17 +86,14 @@ def set_cluster(workers, worker_index) -> None:
 
 
 @functools.cache
-def multi_worker_strategy(timeout_seconds=None, startup_timeout=STARTUP_TIMEOUT):
+def multi_worker_strategy():
     """The process's ``MultiWorkerMirroredStrategy`` over the ``TF_CONFIG`` cluster.
 
-    Parameters
-    ----------
-    timeout_seconds : float or None, default=None
-        Deadline of every collective (``CommunicationOptions``); None relies on the
-        coordination service's heartbeats to notice a dead peer.
-    startup_timeout : int, default=300
-        Seconds to wait for every worker to join. TensorFlow waits forever, holding the
-        interpreter and ignoring SIGTERM, so the process is ended by ``SIGALRM``.
+    One per process (its collectives are the process's), created at the first call: make
+    that call before TensorFlow runs anything. A worker whose peers do not all join
+    within ``STARTUP_TIMEOUT`` seconds is ended by ``SIGALRM``: TensorFlow would wait
+    forever, holding the interpreter and ignoring SIGTERM. A peer lost later is noticed
+    by the coordination service's heartbeats (seconds).
 
     Returns
     -------
@@ -108,11 +105,10 @@ def multi_worker_strategy(timeout_seconds=None, startup_timeout=STARTUP_TIMEOUT)
     if not spec:
         raise ValueError("strategy='multi_worker' needs the TF_CONFIG environment variable "
                          "(or --workers/--worker-index), got none")
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
     previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(int(startup_timeout))
+    signal.alarm(STARTUP_TIMEOUT)
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -124,7 +124,7 @@ def main(argv=None):
     from embedder.training.multi_worker import is_chief, multi_worker_strategy, set_cluster
 
     set_cluster(args.workers, args.index)
-    strategy = multi_worker_strategy(startup_timeout=60)  # first: before any TF op
+    strategy = multi_worker_strategy()  # first: before any TF op
     start = time.perf_counter()
     result = train(strategy, args.checkpoint_dir, args.slow, args.gradient)
     result["seconds"] = time.perf_counter() - start
