@@ -268,3 +268,13 @@ def test_training_options_come_from_the_config():
     for field in dataclasses.fields(TrainingConfig):
         if field.name not in ("random_state", "verbose", "soft"):
             assert "--" + field.name.replace("_", "-") in done.stdout, field.name
+
+
+def test_train_multi_worker_option_errors(workdir, tmp_path):
+    out = tmp_path / "e.keras"
+    _assert_user_error(_run(["train", workdir / "images", "--out", out, "--workers", "a:1,b:2"]),
+                       "--workers needs --strategy multi_worker, got --strategy None")
+    _assert_user_error(_run(["train", workdir / "images", "--out", out, "--strategy",
+                             "multi_worker", "--workers", "a:1"]),
+                       r"workers must be at least two 'host:port' addresses, got \['a:1'\]")
+    assert not out.exists()
