@@ -100,10 +100,12 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         fraction <= 0.001: the loss is ~0, nothing is left to learn); 0 never stops.
     precision : {None, "mixed_float16", "mixed_bfloat16"}, default=None
         Mixed-precision policy of the encoder; losses and normalisation stay float32.
-    strategy : {None, "mirrored"}, default=None
+    strategy : {None, "mirrored", "multi_worker"}, default=None
         ``"mirrored"`` trains with ``tf.distribute.MirroredStrategy`` (all local GPUs).
-        ``"multi_worker"`` is refused with the reason: MultiWorkerMirroredStrategy does
-        not train under Keras 3 (see the README's "Scaling up").
+        ``"multi_worker"`` trains one run over the machines of ``TF_CONFIG`` with
+        ``MultiWorkerMirroredStrategy`` in the loop of
+        :mod:`embedder.training.multi_worker` (in-batch losses, one phase); create it
+        with ``multi_worker_strategy()`` before TensorFlow runs anything.
     cross_replica : bool, default=False
         With a strategy, mine triplets across the batches of all replicas.
     checkpoint_dir : str, path-like or None, default=None

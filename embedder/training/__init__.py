@@ -7,6 +7,8 @@
 - :mod:`~embedder.training.diagnostics`: the five per-batch diagnostics;
 - :mod:`~embedder.training.run`: :func:`build_training_run`, :func:`run_training`,
   :func:`train_encoder`, strategies and precision;
+- :mod:`~embedder.training.multi_worker`: one run over several machines (our own loop
+  under ``MultiWorkerMirroredStrategy``);
 - :mod:`~embedder.training.fine_tuning`: the pretrained-start recipe (phases);
 - :mod:`~embedder.training.callbacks`: validation retrieval, stopping rules, collapse detection,
   history;
@@ -28,6 +30,13 @@ from embedder.training.callbacks import (
 from embedder.training.checkpoints import claim_checkpoint_dir, resume_epoch
 from embedder.training.config import Check, TrainingConfig, field_choices, seed_from
 from embedder.training.diagnostics import DIAGNOSTICS, DiagnosticsMean, batch_diagnostics
+from embedder.training.multi_worker import (
+    WorkerLost,
+    cluster_spec,
+    multi_worker_strategy,
+    set_cluster,
+    train_multi_worker,
+)
 from embedder.training.run import (
     TrainingRun,
     build_training_run,
@@ -46,7 +55,8 @@ from embedder.training.trainer import InBatchTrainer
 __all__ = [
     "DIAGNOSTICS", "Check", "CollapseDetector", "ConvergenceStop", "DiagnosticsMean",
     "HistoryRecorder", "InBatchTrainer", "PlateauStop", "RetrievalValidation",
-    "ScheduleLogger", "TrainingConfig",
+    "ScheduleLogger", "TrainingConfig", "WorkerLost", "cluster_spec",
+    "multi_worker_strategy", "set_cluster", "train_multi_worker",
     "TrainingRun", "batch_diagnostics", "build_training_run", "claim_checkpoint_dir",
     "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
     "resume_epoch", "run_training", "seed_from", "seeded", "split_validation",

@@ -17,12 +17,7 @@ from classifiers.sklearn_compat import Interval, StrOptions
 
 DISTANCE_NAMES = ("euclidean", "squared", "cosine")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
-STRATEGIES = (None, "mirrored")
-#: Why ``strategy="multi_worker"`` is refused (see the README's "Scaling up").
-MULTI_WORKER_UNSUPPORTED = (
-    "strategy='multi_worker' is not supported: tf.distribute.MultiWorkerMirroredStrategy "
-    "fails before the first step under Keras 3 (keras-team/keras#20585); run independent "
-    "trainings (folds, searches) on several machines with Dask instead")
+STRATEGIES = (None, "mirrored", "multi_worker")
 #: P x K batches aim at about this many images when P or K is not given.
 TARGET_BATCH_SIZE = 64
 #: K when there are enough classes to fill a batch of TARGET_BATCH_SIZE.
@@ -222,7 +217,8 @@ class TrainingConfig:
                                    "in it; losses and normalisation stay float32)",
                                    choices=PRECISIONS)
     strategy: str | None = _field(None, "mirrored: tf.distribute.MirroredStrategy over the "
-                                  "local GPUs", choices=STRATEGIES)
+                                  "local GPUs; multi_worker: one run over the TF_CONFIG "
+                                  "machines", choices=STRATEGIES)
     cross_replica: bool = _field(False, "mine triplets across the batches of all replicas",
                                  check=Check(bool))
     checkpoint_dir: str | None = _field(None, "per-epoch backups; a later run with the same "
@@ -255,8 +251,6 @@ class TrainingConfig:
         ValueError, TypeError
             Naming the field, what it must be and what it is.
         """
-        if self.strategy == "multi_worker":
-            raise ValueError(MULTI_WORKER_UNSUPPORTED)
         if fields:
             self._check_fields()
         freeze = self.freeze_backbone_epochs
@@ -270,6 +264,9 @@ class TrainingConfig:
         if self.memory_size and (not self.in_batch or self._has_proxies()):
             raise ValueError(f"memory_size applies to in-batch pair losses, got "
                              f"loss={self.loss!r} with memory_size={self.memory_size!r}")
+        if self.strategy == "multi_worker" and not self.in_batch:
+            raise ValueError(f"strategy='multi_worker' needs an in-batch loss, got "
+                             f"loss={self.loss!r}")
         if self.cross_replica and not self.in_batch:
             raise ValueError(f"cross_replica=True needs an in-batch loss, got "
                              f"loss={self.loss!r} (offline triplets have no batch to gather)")
@@ -299,9 +296,6 @@ class TrainingConfig:
                 out[field.name] = ["random_state"]
             elif field.name == "loss":
                 out[field.name] = [StrOptions(RegisteredLosses())]
-            elif field.name == "strategy":
-                # "multi_worker" passes here so that fit explains why it is refused
-                out[field.name] = [StrOptions({"mirrored", "multi_worker"}), None]
             elif check is not None:
                 out[field.name] = check.constraint()
             elif field_choices(field) is None:

@@ -111,6 +111,11 @@ def _add_train(sub, parents):
     p.add_argument("--encoder", default=None, metavar="NAME|ENCODER.keras",
                    help="architecture (seed_cnn, small_cnn, mobilenet_v2, resnet50), or a "
                    "saved .keras encoder to fine-tune")
+    p.add_argument("--workers", metavar="HOST:PORT,...", default=None,
+                   help="with --strategy multi_worker: every worker's address, the chief "
+                   "first (default: the TF_CONFIG environment variable)")
+    p.add_argument("--worker-index", type=int, default=0, metavar="N",
+                   help="this worker's position in --workers (0: the chief, which saves)")
 
 
 def _add_evaluate(sub, parents):

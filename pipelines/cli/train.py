@@ -87,14 +87,30 @@ def _validation_line(embedder) -> str:
             "was kept")
 
 
+def _join_cluster(args) -> bool:
+    """Create the multi-worker strategy first (before any TensorFlow op); chief or not."""
+    if getattr(args, "strategy", None) != "multi_worker":
+        if getattr(args, "workers", None):
+            raise ValueError(f"--workers needs --strategy multi_worker, got --strategy "
+                             f"{getattr(args, 'strategy', None)}")
+        return True
+    from embedder.training.multi_worker import is_chief, multi_worker_strategy, set_cluster
+
+    if args.workers:
+        set_cluster(args.workers, args.worker_index)
+    return is_chief(multi_worker_strategy())
+
+
 def train(args):
     if Path(args.out).suffix != ".keras":
         raise ValueError(f"--out must be a .keras file, got {args.out!r}")
+    chief = _join_cluster(args)
     X, y = load(args.data)
     embedder = _trainable_embedder(args, X, args.encoder)
     start = time.perf_counter()
     embedder.fit(X, y)
-    embedder.save_encoder(args.out)
+    if chief:  # the other workers of a multi-worker run hold the same encoder
+        embedder.save_encoder(args.out)
     hist = embedder.history_
     print(table([
         ("encoder", f"{embedder.encoder} -> {embedder.encoder_.output_shape[-1]}-d "
@@ -111,7 +127,7 @@ def train(args):
         ("collapse detected", "YES - see the FAQ" if getattr(embedder, "collapsed_", False)
          else "no"),
         ("training time", f"{time.perf_counter() - start:.1f} s"),
-        ("saved", args.out),
+        ("saved", args.out if chief else "nothing (not the chief)"),
     ]))
 
 

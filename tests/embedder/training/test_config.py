@@ -73,8 +73,8 @@ def test_round_trip_and_from_params():
      "'mixed_bfloat16'], got 'float8'"),
     ({"loss": "triplet", "cross_replica": True}, "cross_replica=True needs an in-batch loss"),
     ({"soft": True}, "soft=True applies to loss='batch_hard' only, got loss='batch_all'"),
-    ({"strategy": "multi_worker"}, "strategy='multi_worker' is not supported: "
-     "tf.distribute.MultiWorkerMirroredStrategy fails before the first step under Keras 3"),
+    ({"strategy": "multi_worker", "loss": "triplet"}, "strategy='multi_worker' needs an "
+     "in-batch loss, got loss='triplet'"),
 ])
 def test_validate_names_the_field(changes, message):
     with pytest.raises(ValueError) as info:

@@ -358,3 +358,11 @@ def test_embed_and_search_show_progress(workdir, trained, evaluated, tmp_path):
     # the gallery, then the query
     assert re.findall(r"^(\d+/\d+) images embedded in ", err, flags=re.M) == ["40/40", "1/1"]
     assert str(query) in out
+def test_train_multi_worker_option_errors(workdir, tmp_path):
+    out = tmp_path / "e.keras"
+    _assert_user_error(_run(["train", workdir / "images", "--out", out, "--workers", "a:1,b:2"]),
+                       "--workers needs --strategy multi_worker, got --strategy None")
+    _assert_user_error(_run(["train", workdir / "images", "--out", out, "--strategy",
+                             "multi_worker", "--workers", "a:1"]),
+                       r"workers must be at least two 'host:port' addresses, got \['a:1'\]")
+    assert not out.exists()
