@@ -9,6 +9,8 @@
   :func:`train_encoder`, strategies and precision;
 - :mod:`~embedder.training.fine_tuning`: the pretrained-start recipe (phases);
 - :mod:`~embedder.training.callbacks`: validation retrieval, collapse detection, history;
+- :mod:`~embedder.training.user_callbacks`: the user's Keras callbacks (checks, copies
+  for ``clone`` and pickles, :class:`RunLogger`);
 - :mod:`~embedder.training.checkpoints`: resumable backups and their manifest;
 - :mod:`~embedder.training.seeding`: :func:`seeded`, reproducible runs.
 
@@ -38,12 +40,19 @@ from embedder.training.run import (
 )
 from embedder.training.seeding import seeded
 from embedder.training.trainer import InBatchTrainer
+from embedder.training.user_callbacks import (
+    RunLogger,
+    check_callbacks,
+    portable_callback,
+    portable_callbacks,
+)
 
 __all__ = [
     "DIAGNOSTICS", "Check", "CollapseDetector", "DiagnosticsMean", "HistoryRecorder",
-    "InBatchTrainer", "RetrievalValidation", "ScheduleLogger", "TrainingConfig",
-    "TrainingRun", "batch_diagnostics", "build_training_run", "claim_checkpoint_dir",
-    "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
-    "resume_epoch", "run_training", "seed_from", "seeded", "split_validation",
-    "strategy_scope", "train_encoder",
+    "InBatchTrainer", "RetrievalValidation", "RunLogger", "ScheduleLogger", "TrainingConfig",
+    "TrainingRun", "batch_diagnostics", "build_training_run", "check_callbacks",
+    "claim_checkpoint_dir", "dtype_policy", "field_choices", "learning_rate_schedule",
+    "make_strategy", "portable_callback", "portable_callbacks", "resume_epoch",
+    "run_training", "seed_from", "seeded", "split_validation", "strategy_scope",
+    "train_encoder",
 ]
