@@ -12,6 +12,8 @@
 - :mod:`~embedder.training.fine_tuning`: the pretrained-start recipe (phases);
 - :mod:`~embedder.training.callbacks`: validation retrieval, stopping rules, collapse detection,
   history;
+- :mod:`~embedder.training.user_callbacks`: the user's Keras callbacks (checks, copies
+  for ``clone`` and pickles, :class:`RunLogger`);
 - :mod:`~embedder.training.checkpoints`: resumable backups and their manifest;
 - :mod:`~embedder.training.seeding`: :func:`seeded`, reproducible runs.
 
@@ -51,14 +53,20 @@ from embedder.training.run import (
 )
 from embedder.training.seeding import seeded
 from embedder.training.trainer import InBatchTrainer
+from embedder.training.user_callbacks import (
+    RunLogger,
+    check_callbacks,
+    portable_callback,
+    portable_callbacks,
+)
 
 __all__ = [
-    "DIAGNOSTICS", "Check", "CollapseDetector", "ConvergenceStop", "DiagnosticsMean",
-    "HistoryRecorder", "InBatchTrainer", "PlateauStop", "RetrievalValidation",
-    "ScheduleLogger", "TrainingConfig", "WorkerLost", "cluster_spec",
-    "multi_worker_strategy", "set_cluster", "train_multi_worker",
-    "TrainingRun", "batch_diagnostics", "build_training_run", "claim_checkpoint_dir",
+    "Check", "CollapseDetector", "ConvergenceStop", "DIAGNOSTICS", "DiagnosticsMean",
+    "HistoryRecorder", "InBatchTrainer", "PlateauStop", "RetrievalValidation", "RunLogger",
+    "ScheduleLogger", "TrainingConfig", "TrainingRun", "WorkerLost", "batch_diagnostics",
+    "build_training_run", "check_callbacks", "claim_checkpoint_dir", "cluster_spec",
     "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
-    "resume_epoch", "run_training", "seed_from", "seeded", "split_validation",
-    "stop_summary", "strategy_scope", "train_encoder",
+    "multi_worker_strategy", "portable_callback", "portable_callbacks", "resume_epoch",
+    "run_training", "seed_from", "seeded", "set_cluster", "split_validation", "stop_summary",
+    "strategy_scope", "train_encoder", "train_multi_worker",
 ]

@@ -62,8 +62,9 @@ def check_callbacks(callbacks, name="callbacks"):
 def portable_callback(callback):
     """A copy of ``callback`` without what a training run left in it.
 
-    The training model is dropped and so is every attribute that cannot be pickled
-    (set to None): files and summary writers a callback opens in ``on_train_begin``.
+    The training model is dropped and so is every attribute that cannot be pickled:
+    files and summary writers a callback opens in ``on_train_begin`` become None, a
+    dict or list of them (TensorBoard's writers) becomes empty.
     The copy is deep, so training it does not change the original.
 
     Parameters
@@ -80,15 +81,27 @@ def portable_callback(callback):
         if key in _RUN_STATE:
             state[key] = None
             continue
-        try:
-            pickle.dumps(value)
-        except Exception:  # each library raises its own type for unpicklable objects
-            value = None
-        state[key] = value
+        state[key] = value if _picklable(value) else _emptied(value)
     twin = copy.copy(callback)
     vars(twin).clear()
     vars(twin).update(copy.deepcopy(state))
     return twin
+
+
+def _picklable(value):
+    try:
+        pickle.dumps(value)
+    except Exception:  # each library raises its own type for unpicklable objects
+        return False
+    return True
+
+
+def _emptied(value):
+    # A container of run state (TensorBoard's summary writers by name) becomes empty,
+    # as the callback's __init__ made it; anything else unpicklable becomes None.
+    if isinstance(value, dict | list | set | tuple):
+        return type(value)()
+    return None
 
 
 def portable_callbacks(callbacks):

@@ -31,8 +31,13 @@ def export(args):
                          f"{args.out!r}")
     if not os.fspath(args.encoder).endswith(".keras"):
         raise ValueError(f"ENCODER must be a .keras encoder file, got {args.encoder!r}")
+    if not args.atol >= 0:
+        raise ValueError(f"--atol must be a non-negative number, got {args.atol}")
     encoder = load_encoder_file(args.encoder)[0]
-    path, difference = export_encoder(encoder, args.out, args.format, atol=args.atol)
+    try:
+        path, difference = export_encoder(encoder, args.out, args.format, atol=args.atol)
+    except ImportError as err:  # the [export] extra is missing: a user error here
+        raise ValueError(str(err)) from err
     print(table([
         ("encoder", f"{args.encoder} ({encoder.output_shape[-1]}-d embeddings)"),
         ("format", args.format),

@@ -94,13 +94,24 @@ def test_clone_and_pickle_after_training(shapes16, tmp_path):
     assert len(_csv_rows(log)) == 2 and recorder.epochs[-1][0] == 0
 
 
+def test_a_used_tensorboard_clones_and_trains_again(shapes16, tmp_path):
+    X, y = shapes16
+    embedder = tiny_embedder(epochs=1, callbacks=[
+        keras.callbacks.TensorBoard(str(tmp_path / "tb"))]).fit(X, y)
+    copied = pickle.loads(pickle.dumps(clone(embedder)))
+    assert copied.callbacks[0]._writers == {}
+    copied.fit(X, y)
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) >= 2
+
+
 def test_portable_callback_drops_what_does_not_pickle():
     callback = EpochRecorder()
     callback.handle = open(__file__)  # noqa: SIM115 - an open file, as CSVLogger holds
     callback.handle.close()
     callback.note = {"kept": [1, 2]}
+    callback.writers = {"train": callback.handle}
     twin = portable_callback(callback)
-    assert twin.handle is None and twin.note == {"kept": [1, 2]}
+    assert twin.handle is None and twin.note == {"kept": [1, 2]} and twin.writers == {}
     assert twin.note is not callback.note and callback.handle is not None
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import re
+import sys
 
 import keras
 import numpy as np
@@ -48,6 +49,7 @@ def test_export_tflite_prints_the_check(encoder_file, tmp_path):
 @pytest.mark.parametrize(("argv", "error"), [
     (["--format", "onnx", "--out", "enc.tflite"],
      "--out must end with .onnx for --format onnx, got 'enc.tflite'"),
+    (["--out", "sm", "--atol", "-1"], "--atol must be a non-negative number, got -1.0"),
 ])
 def test_export_errors(encoder_file, argv, error):
     code, _, err = _run(["export", encoder_file, *argv])
@@ -59,3 +61,13 @@ def test_export_needs_a_keras_file(tmp_path):
     assert code == 1
     assert err.strip() == (f"triplet: error: ENCODER must be a .keras encoder file, got "
                            f"'{tmp_path / 'model.joblib'}'")
+
+
+def test_a_missing_converter_is_a_user_error(encoder_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    code, _, err = _run(["export", encoder_file, "--format", "onnx", "--out",
+                         tmp_path / "enc.onnx"])
+    assert code == 1
+    assert err.strip() == ("triplet: error: format='onnx' needs tf2onnx, onnx and "
+                           "onnxruntime: pip install 'triplet-embeddings[export]'")
+    assert list(tmp_path.iterdir()) == []
