@@ -360,13 +360,13 @@ class TrainingConfig:
         Returns
         -------
         TrainingConfig
-            ``margin`` set to the loss's default when None (0.0 for a loss without a
-            margin: the diagnostics then count triplets in the wrong order), and
-            ``classes_per_batch`` to about ``TARGET_BATCH_SIZE / samples_per_class``
-            classes (at least 2, at most ``n_classes``) when None. With several
-            replicas mining separately (``cross_replica=False``) the default P is a multiple of ``n_replicas``:
-            a batch is laid out class by class and split evenly, so every replica then
-            gets whole classes, with positives for every anchor.
+            ``margin`` set to the loss's default when None (0.0 for a loss without a margin:
+            the diagnostics then count triplets in the wrong order), and
+            ``classes_per_batch`` to about ``TARGET_BATCH_SIZE / samples_per_class`` classes
+            (at least 2, at most ``n_classes``) when None. With several replicas mining
+            separately (``cross_replica=False``) the default P is a multiple of
+            ``n_replicas``: a batch is laid out class by class and split evenly, so every
+            replica then gets whole classes, with positives for every anchor.
             ``freeze_backbone_epochs`` None becomes 1 for a pretrained start with more
             than one epoch, else 0; ``fine_tune_learning_rate_factor`` becomes 1.0 when
             no epochs follow a frozen-backbone phase (nothing is lowered), so the
