@@ -48,14 +48,19 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         Applications backbones (downloaded by Keras when online).
     loss : str, default="batch_all"
         A loss of :data:`embedder.losses.LOSSES` (``"batch_all"``, ``"batch_hard"``,
-        ``"semi_hard"``, ``"contrastive"``, or one registered with
-        :func:`embedder.losses.register_loss`). ``"triplet"`` is the seed's approach:
-        offline random triplets through three inputs of one shared encoder, kept as a
-        baseline.
+        ``"semi_hard"``, ``"contrastive"``, ``"multi_similarity"``,
+        ``"supervised_contrastive"``, ``"circle"``, the proxy losses ``"proxy_anchor"`` and
+        ``"arcface"``, or one registered with :func:`embedder.losses.register_loss`).
+        ``"triplet"`` is the seed's approach: offline random triplets through three inputs
+        of one shared encoder, kept as a baseline.
     margin : float or None, default=None
-        ``None`` takes the loss's default (0.2 for triplet losses, 0.5 for contrastive).
+        ``None`` takes the loss's default (0.2 for triplet losses, 0.5 for contrastive,
+        0.4 for circle, 0.1 for proxy_anchor, 0.5 radians for arcface; multi_similarity
+        and supervised_contrastive have none).
     distance : {"euclidean", "squared", "cosine"}, default="euclidean"
-        Distance between embeddings inside the loss.
+        Distance between embeddings inside the triplet and contrastive losses; the
+        similarity and proxy losses always score cosine similarities (``distance`` then
+        only sets the training diagnostics).
     soft : bool, default=False
         Soft-margin batch-hard (``loss="batch_hard"`` only): ``log1p(exp(d_ap - d_an))``
         per anchor, the margin is not used.

@@ -167,8 +167,9 @@ class TrainingConfig:
     """
 
     loss: str = _field("batch_all", "a loss of embedder.losses.LOSSES: batch_all, "
-                       "batch_hard, semi_hard, contrastive, or triplet (the seed's offline "
-                       "random triplets)", choices=_loss_choices)
+                       "batch_hard, semi_hard, contrastive, multi_similarity, "
+                       "supervised_contrastive, circle, proxy_anchor, arcface, or triplet "
+                       "(the seed's offline random triplets)", choices=_loss_choices)
     margin: float | None = _field(None, "hinge margin (default: the loss's registered one, "
                                   "0.2 for triplet losses, 0.5 for contrastive)",
                                   check=Check(Real, 0, None, optional=True))
@@ -367,15 +368,16 @@ class TrainingConfig:
         Returns
         -------
         TrainingConfig
-            ``margin`` set to the loss's default when None, and ``classes_per_batch``
-            to about ``TARGET_BATCH_SIZE / samples_per_class`` classes (at least 2, at
-            most ``n_classes``) when None. ``samples_per_class`` None becomes 4, or
-            ``TARGET_BATCH_SIZE // P`` when fewer than ``TARGET_BATCH_SIZE / 4`` classes
-            fit in a batch, at most ``min_class_size`` (at least 2). With several
-            replicas mining separately
-            (``cross_replica=False``) the default P is a multiple of ``n_replicas``:
-            a batch is laid out class by class and split evenly, so every replica then
-            gets whole classes, with positives for every anchor.
+            ``margin`` set to the loss's default when None (0.0 for a loss without a margin:
+            the diagnostics then count triplets in the wrong order), and
+            ``classes_per_batch`` to about ``TARGET_BATCH_SIZE / samples_per_class`` classes
+            (at least 2, at most ``n_classes``) when None. ``samples_per_class`` None
+            becomes 4, or ``TARGET_BATCH_SIZE // P`` when fewer than
+            ``TARGET_BATCH_SIZE / 4`` classes fit in a batch, at most ``min_class_size``
+            (at least 2). With several replicas mining separately (``cross_replica=False``)
+            the default P is a multiple of ``n_replicas``: a batch is laid out class by
+            class and split evenly, so every replica then gets whole classes, with
+            positives for every anchor.
             ``freeze_backbone_epochs`` None becomes 1 for a pretrained start with more
             than one epoch, else 0; ``fine_tune_learning_rate_factor`` becomes 1.0 when
             no epochs follow a frozen-backbone phase (nothing is lowered), so the
