@@ -164,6 +164,8 @@ def _add_config_options(group) -> None:
                                help=text)
             continue
         choices = [c for c in field_choices(field) or () if c is not None] or None
+        if field.name == "strategy":  # accepted here so that the reason is told, not argparse's
+            choices = [*choices, "multi_worker"]
         group.add_argument(flag, type={"int": int, "float": float}.get(kind, str),
                            choices=choices, metavar=field.metadata.get("metavar"), help=text)
 
@@ -179,6 +181,7 @@ def main(argv=None) -> int:
             _import_tensorflow_quietly()
         _check_image_limits(args)
         _check_scheduler(args)
+        _check_strategy(args)
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(args.verbose)
             return command(args) or 0
@@ -200,6 +203,15 @@ def _check_scheduler(args):
     from pipelines.cluster import probe_scheduler
 
     probe_scheduler(args.scheduler, args.scheduler_timeout)
+
+
+def _check_strategy(args):
+    """--strategy multi_worker is refused with the reason, before any work."""
+    if getattr(args, "strategy", None) == "multi_worker":
+        from embedder.training.config import MULTI_WORKER_UNSUPPORTED
+
+        reason = MULTI_WORKER_UNSUPPORTED.partition(": ")[2]
+        raise ValueError(f"--strategy multi_worker is not supported: {reason}")
 
 
 def _check_image_limits(args):
