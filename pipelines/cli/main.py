@@ -8,7 +8,9 @@ and one line ``triplet: error: ...`` on stderr; ``--verbose`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -176,6 +178,40 @@ def main(argv=None) -> int:
     command = {"train": _cli_train.train, "evaluate": _cli_train.evaluate,
                "demo": _cli_train.demo, "predict": _cli_use.predict,
                "search": _cli_use.search, "embed": _cli_use.embed}[args.command]
+    with _remembered_interrupts() as interrupts:
+        code = _run(command, args)
+    if interrupts and code != 130:  # an interrupt some library code caught and dropped
+        print("triplet: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+@contextlib.contextmanager
+def _remembered_interrupts():
+    """SIGINT raises KeyboardInterrupt as usual, and is remembered in the yielded list.
+
+    Code that catches the KeyboardInterrupt (a ``__del__``, a callback run where
+    exceptions are ignored) cannot then turn an interrupted run into exit 0.
+    """
+    got = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(command, args) -> int:
+    """Run ``command``; user errors become one line and exit 1, interrupts exit 130."""
     try:
         if not args.verbose:
             _import_tensorflow_quietly()
