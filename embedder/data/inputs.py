@@ -63,8 +63,9 @@ def resolve_input_shape(input_shape, inferred):
     shape = inferred if input_shape is None else input_shape
     shape = tuple(int(s) for s in shape) if is_int_triple(shape) else shape
     if not is_int_triple(shape) or shape[-1] not in (1, 3, 4):
+        source = "" if input_shape is not None else " (the shape of the images in X)"
         raise ValueError(
             "input_shape must be (height, width, channels) with positive ints and 1, 3"
-            f" or 4 channels, got {input_shape!r}"
+            f" or 4 channels, got {shape!r}{source}"
         )
     return shape

@@ -8,7 +8,9 @@ and one line ``triplet: error: ...`` on stderr; ``--verbose`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -251,6 +253,8 @@ def _add_config_options(group) -> None:
                                help=text)
             continue
         choices = [c for c in field_choices(field) or () if c is not None] or None
+        if field.name == "strategy":  # accepted here so that the reason is told, not argparse's
+            choices = [*choices, "multi_worker"]
         group.add_argument(flag, type={"int": int, "float": float}.get(kind, str),
                            choices=choices, metavar=field.metadata.get("metavar"), help=text)
 
@@ -265,6 +269,40 @@ def main(argv=None) -> int:
                "demo": _cli_train.demo, "predict": _cli_use.predict,
                "search": _cli_use.search, "embed": _cli_use.embed,
                "export": _cli_export.export}[args.command]
+    with _remembered_interrupts() as interrupts:
+        code = _run(command, args)
+    if interrupts and code != 130:  # an interrupt some library code caught and dropped
+        print("triplet: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+@contextlib.contextmanager
+def _remembered_interrupts():
+    """SIGINT raises KeyboardInterrupt as usual, and is remembered in the yielded list.
+
+    Code that catches the KeyboardInterrupt (a ``__del__``, a callback run where
+    exceptions are ignored) cannot then turn an interrupted run into exit 0.
+    """
+    got = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(command, args) -> int:
+    """Run ``command``; user errors become one line and exit 1, interrupts exit 130."""
     try:
         check_options(args)  # before any model or data is loaded
         _check_image_limits(args)

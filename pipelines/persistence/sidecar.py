@@ -150,8 +150,8 @@ def _check_digests(path, sidecar, metadata, data):
     actual = hashlib.sha256(data).hexdigest()
     if metadata["sha256"] != actual:
         return (
-            f"{Path(path).name} does not match its sidecar {sidecar.name} (sha256): it was "
-            "altered or truncated after saving, or a save was interrupted"
+            f"{Path(path).name} does not match its sidecar {sidecar.name} (sha256): "
+            "altered, truncated, or an interrupted save"
         )
     key = _signing_key()
     if key is None:
@@ -181,9 +181,8 @@ def verify_against_sidecar(path, data, *, required, trusted, check_versions):
                       stacklevel=3)
     elif required:
         raise ValueError(
-            f"refusing to load {path}: {problem}. Unpickling runs code chosen by its "
-            "author: pass trusted=True (CLI: --trust) only if you trust its source, or "
-            "use .skops"
+            f"refusing to load {path}: {problem}. Unpickling runs its author's code: pass "
+            "trusted=True (CLI: --trust) only for a source you trust, or use .skops"
         )
     else:
         raise ValueError(f"refusing to load {path}: {problem}; pass trusted=True (CLI: "

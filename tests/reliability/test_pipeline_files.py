@@ -122,7 +122,7 @@ def test_interrupted_save_never_pairs_a_model_with_the_old_sidecar(blobs, tmp_pa
         save_pipeline(LogisticRegression(C=0.01).fit(X, y), path)
     monkeypatch.undo()
     with pytest.raises(ValueError, match=r"m\.joblib does not match its sidecar m\.joblib\.json "
-                       r".*or a save was interrupted"):
+                       r".*or an interrupted save"):
         load_pipeline(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.joblib", "m.joblib.json"]
 

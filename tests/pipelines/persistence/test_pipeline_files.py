@@ -137,8 +137,8 @@ def test_missing_file(tmp_path):
 def test_truncated_file(saved):
     saved.write_bytes(saved.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"refusing to load .*model\.joblib: .*model\.joblib "
-                       r"does not match its sidecar model\.joblib\.json \(sha256\): it was "
-                       r"altered or truncated"):
+                       r"does not match its sidecar model\.joblib\.json \(sha256\): "
+                       r"altered, truncated, or an interrupted save"):
         load_pipeline(saved)
     # trusted: a warning, then the unpickling itself fails; the error names the file
     with pytest.warns(UserWarning, match=r"loading .*model\.joblib unverified \(trusted=True\)"):
@@ -170,8 +170,8 @@ def test_missing_sidecar_is_refused_unless_trusted(data, fitted, tmp_path):
     path = tmp_path / "plain.joblib"
     joblib.dump(fitted, path)
     with pytest.raises(ValueError, match=r"refusing to load .*plain\.joblib: it has no sidecar "
-                       r"plain\.joblib\.json\. Unpickling runs code chosen by its "
-                       r"author: pass trusted=True \(CLI: --trust\)"):
+                       r"plain\.joblib\.json\. Unpickling runs its author's code: "
+                       r"pass trusted=True \(CLI: --trust\)"):
         load_pipeline(path)
     with pytest.warns(UserWarning, match=r"unverified \(trusted=True\): it has no sidecar"):
         loaded = load_pipeline(path, trusted=True)
