@@ -132,7 +132,8 @@ def worker_config(config, strategy):
     own = Path(tempfile.mkdtemp(prefix="embedder-worker-"))
     chief = Path(config.checkpoint_dir)
     if chief.is_dir():
-        shutil.copytree(chief, own, dirs_exist_ok=True)
+        # not the chief's temporaries (".name.tmp"), which it may be renaming right now
+        shutil.copytree(chief, own, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
     return config.replace(checkpoint_dir=str(own))
 
 

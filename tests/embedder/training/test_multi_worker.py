@@ -44,7 +44,9 @@ class Cluster:
 
     def __init__(self, folder, name, *args):
         workers = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(folder / "tmp")}
+        # one thread per pool: two workers share the 2 cores of the test machine
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(folder / "tmp"),
+               "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
         (folder / "tmp").mkdir(exist_ok=True)
         self.logs = [folder / f"{name}{i}.log" for i in range(2)]
         self.procs = []
@@ -88,7 +90,7 @@ def killed_and_resumed(tmp_path_factory):
     out = folder / "result.json"
     state = checkpoint / "multi_worker" / "state.json"
     first = Cluster(folder, "first", str(out), "--checkpoint-dir", str(checkpoint),
-                    "--slow", "3", "--gradient", str(folder / "gradient.json"))
+                    "--slow", "1", "--gradient", str(folder / "gradient.json"))
     try:
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         while not state.is_file() and time.monotonic() < deadline:
