@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import signal
@@ -132,7 +131,8 @@ def worker_config(config, strategy):
     own = Path(tempfile.mkdtemp(prefix="embedder-worker-"))
     chief = Path(config.checkpoint_dir)
     if chief.is_dir():
-        shutil.copytree(chief, own, dirs_exist_ok=True)
+        # not the chief's temporaries (".name.tmp"), which it may be renaming right now
+        shutil.copytree(chief, own, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
     return config.replace(checkpoint_dir=str(own))
 
 
@@ -222,29 +222,37 @@ def _agree(strategy, logs):
 
 
 def _save_state(model, folder, epoch) -> None:
-    """Weights, optimizer state and the next epoch; ``state.json`` last marks it whole."""
+    """Weights and optimizer state of ``epoch``; ``state.json`` names the file to resume.
+
+    The previous file is removed only once ``state.json`` names the new one, so a worker
+    killed while saving leaves a whole checkpoint.
+    """
     from embedder.files import atomic_path, atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
     arrays.update({f"o{i}": keras.ops.convert_to_numpy(v)
                    for i, v in enumerate(model.optimizer.variables)})
-    with atomic_path(folder / "state.npz") as tmp, open(tmp, "wb") as handle:
+    name = f"state-{int(epoch)}.npz"
+    with atomic_path(folder / name) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
-    atomic_write_text(folder / "state.json", json.dumps({"epoch": int(epoch)}))
+    atomic_write_text(folder / "state.json", json.dumps({"epoch": int(epoch), "file": name}))
+    for old in folder.glob("state-*.npz"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def _restore_state(model, folder) -> int:
     """The epoch to start at: 0, or the one after the last saved epoch (state restored)."""
     if folder is None or not (folder / "state.json").is_file():
         return 0
-    epoch = json.loads((folder / "state.json").read_text(encoding="utf-8"))["epoch"]
-    with np.load(folder / "state.npz") as saved:
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    with np.load(folder / state["file"]) as saved:
         n_weights = len(model.get_weights())
         model.set_weights([saved[f"w{i}"] for i in range(n_weights)])
         for i, variable in enumerate(model.optimizer.variables):
             variable.assign(saved[f"o{i}"])
-    return int(epoch)
+    return int(state["epoch"])
 
 
 def _start_epoch(strategy, model, folder) -> int:
@@ -360,5 +368,4 @@ def train_multi_worker(run):
     if folder is not None and is_chief(strategy):
         shutil.rmtree(folder, ignore_errors=True)  # finished: a new run starts afresh
     recorder = next(c for c in run.callbacks if isinstance(c, HistoryRecorder))
-    return {k: [v if math.isfinite(v) else math.nan for v in vals]
-            for k, vals in recorder.history.items()}
+    return recorder.history

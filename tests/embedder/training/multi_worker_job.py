@@ -26,7 +26,7 @@ def _epoch_printer(seconds):
 
     class EpochPrinter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            print(f"EPOCH {epoch}", flush=True)
+            print(f"EPOCH {epoch} at {time.monotonic():.1f}", flush=True)
             time.sleep(seconds)
 
     return EpochPrinter()
@@ -123,8 +123,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from embedder.training.multi_worker import is_chief, multi_worker_strategy, set_cluster
 
+    print(f"STARTED at {time.monotonic():.1f}", flush=True)
     set_cluster(args.workers, args.index)
     strategy = multi_worker_strategy()  # first: before any TF op
+    print(f"JOINED at {time.monotonic():.1f}", flush=True)
     start = time.perf_counter()
     result = train(strategy, args.checkpoint_dir, args.slow, args.gradient)
     result["seconds"] = time.perf_counter() - start
@@ -132,6 +134,7 @@ def main(argv=None):
         from embedder.files import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(result))
+    print(f"DONE at {time.monotonic():.1f}", flush=True)
     return 0
 
 
