@@ -30,9 +30,12 @@ from embedder.training.diagnostics import DIAGNOSTICS, DiagnosticsMean, batch_di
 from embedder.training.multi_worker import (
     WorkerLost,
     cluster_spec,
+    is_chief,
     multi_worker_strategy,
+    replica_batches,
     set_cluster,
     train_multi_worker,
+    worker_config,
 )
 from embedder.training.run import (
     TrainingRun,
@@ -51,8 +54,8 @@ from embedder.training.trainer import InBatchTrainer
 __all__ = [
     "DIAGNOSTICS", "Check", "CollapseDetector", "DiagnosticsMean", "HistoryRecorder",
     "InBatchTrainer", "RetrievalValidation", "ScheduleLogger", "TrainingConfig",
-    "WorkerLost", "cluster_spec", "multi_worker_strategy", "set_cluster",
-    "train_multi_worker",
+    "WorkerLost", "cluster_spec", "is_chief", "multi_worker_strategy", "replica_batches",
+    "set_cluster", "train_multi_worker", "worker_config",
     "TrainingRun", "batch_diagnostics", "build_training_run", "claim_checkpoint_dir",
     "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
     "resume_epoch", "run_training", "seed_from", "seeded", "split_validation",
