@@ -35,9 +35,12 @@ from embedder.training.diagnostics import DIAGNOSTICS, DiagnosticsMean, batch_di
 from embedder.training.multi_worker import (
     WorkerLost,
     cluster_spec,
+    is_chief,
     multi_worker_strategy,
+    replica_batches,
     set_cluster,
     train_multi_worker,
+    worker_config,
 )
 from embedder.training.run import (
     TrainingRun,
@@ -65,8 +68,8 @@ __all__ = [
     "HistoryRecorder", "InBatchTrainer", "PlateauStop", "RetrievalValidation", "RunLogger",
     "ScheduleLogger", "TrainingConfig", "TrainingRun", "WorkerLost", "batch_diagnostics",
     "build_training_run", "check_callbacks", "claim_checkpoint_dir", "cluster_spec",
-    "dtype_policy", "field_choices", "learning_rate_schedule", "make_strategy",
-    "multi_worker_strategy", "portable_callback", "portable_callbacks", "resume_epoch",
-    "run_training", "seed_from", "seeded", "set_cluster", "split_validation", "stop_summary",
-    "strategy_scope", "train_encoder", "train_multi_worker",
+    "dtype_policy", "field_choices", "is_chief", "learning_rate_schedule", "make_strategy",
+    "multi_worker_strategy", "portable_callback", "portable_callbacks", "replica_batches",
+    "resume_epoch", "run_training", "seed_from", "seeded", "set_cluster", "split_validation",
+    "stop_summary", "strategy_scope", "train_encoder", "train_multi_worker", "worker_config",
 ]
