@@ -172,7 +172,7 @@ def _render(browser, page_path: Path, shot: Path) -> tuple[str, np.ndarray]:
     dom = _run_chromium(browser, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
     title = re.search(r"<title>(.*?)</title>", dom.stdout or "")
     shot.parent.mkdir(parents=True, exist_ok=True)
-    _run_chromium(browser, f"--screenshot={shot}", "--window-size=1200,2400",
+    _run_chromium(browser, f"--screenshot={shot}", "--window-size=1200,6000",
                   page_path.as_uri())
     if not shot.is_file():
         pytest.fail(f"chromium wrote no screenshot: {dom.stderr[-500:]}")
