@@ -112,6 +112,7 @@ def test_long_tables_are_cut_with_a_count():
     assert table.count("<tr>") == MAX_TABLE_ROWS + 1  # + the header
     assert f"{MAX_TABLE_ROWS} of {MAX_TABLE_ROWS + 7} classes shown" in table
     assert "more" not in html_table(["a"], [[1], [2]])
+    assert '<table class="text">' in html_table(["a"], [["x"]], text=True)
 
 
 def test_many_classes_list_pairs_instead_of_a_matrix_table():
