@@ -48,7 +48,7 @@ th{background:#f3f3f3;position:sticky;top:0}td:first-child,th:first-child{text-a
 .warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.4em .8em;margin:.4em 0}
 .note{color:#555}.more{color:#555;font-style:italic}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-code{background:#f5f5f5;padding:0 .2em}
+code{background:#f5f5f5;padding:0 .2em}.text td,.text th{text-align:left;white-space:normal}
 """
 
 
@@ -67,7 +67,8 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def html_table(header, rows, *, max_rows: int = MAX_TABLE_ROWS, what: str = "rows") -> str:
+def html_table(header, rows, *, max_rows: int = MAX_TABLE_ROWS, what: str = "rows",
+               text: bool = False) -> str:
     """An HTML table of escaped cells, cut to ``max_rows`` rows with a count of the rest.
 
     Parameters
@@ -80,6 +81,8 @@ def html_table(header, rows, *, max_rows: int = MAX_TABLE_ROWS, what: str = "row
         Rows shown at most.
     what : str, default="rows"
         What a row is, for the line that counts the rows left out (e.g. ``"classes"``).
+    text : bool, default=False
+        Left-align every column (tables of words); numbers are right-aligned otherwise.
 
     Returns
     -------
@@ -90,7 +93,8 @@ def html_table(header, rows, *, max_rows: int = MAX_TABLE_ROWS, what: str = "row
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
                    for row in rows[:max_rows])
-    out = f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}'
+    table = '<table class="text">' if text else "<table>"
+    out = f'<div class="scroll">{table}<thead><tr>{head}</tr></thead><tbody>{body}'
     out += "</tbody></table></div>"
     if len(rows) > max_rows:
         out += (f'<p class="more">{max_rows} of {len(rows)} {esc(what)} shown; '
@@ -278,7 +282,7 @@ def _settings(rep) -> list:
             ["refit_encoder", rep.refit_encoder], ["embedder", rep.embedder.class_name]]
     rows += [[f"embedder.{k}", v] for k, v in rep.embedder.params.items()]
     rows += [[f"head {n}", h.estimator] for n, h in rep.heads.items()]
-    return ["<h2>Settings</h2>", html_table(["setting", "value"], rows)]
+    return ["<h2>Settings</h2>", html_table(["setting", "value"], rows, text=True)]
 
 
 def open_set_html(rep, metrics: dict, histogram=None) -> str:
@@ -317,11 +321,13 @@ def open_set_html(rep, metrics: dict, histogram=None) -> str:
         body += ["<h2>Known vs unknown scores</h2>", _figure("open-set scores", histogram)]
     body += ["<h2>Hidden classes</h2>",
              html_table(["fold", "unknown classes", "train images", "known test",
-                         "unknown test", "threshold", "encoder saw unknown images"], hidden),
+                         "unknown test", "threshold", "encoder saw unknown images"], hidden,
+                        text=True),
              "<h2>Settings</h2>",
              html_table(["setting", "value"],
                         [["head", rep.head], ["score", rep.score],
                          ["target_tpr", rep.target_tpr], *[[f"cv.{k}", v] for k, v in
                                                            rep.cv.items()],
-                         *[[f"embedder.{k}", v] for k, v in rep.embedder.items()]])]
+                         *[[f"embedder.{k}", v] for k, v in rep.embedder.items()]],
+                        text=True)]
     return html_page("Open-set report", body)

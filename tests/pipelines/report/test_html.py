@@ -112,6 +112,7 @@ def test_long_tables_are_cut_with_a_count():
     assert table.count("<tr>") == MAX_TABLE_ROWS + 1  # + the header
     assert f"{MAX_TABLE_ROWS} of {MAX_TABLE_ROWS + 7} classes shown" in table
     assert "more" not in html_table(["a"], [[1], [2]])
+    assert '<table class="text">' in html_table(["a"], [["x"]], text=True)
 
 
 def test_many_classes_list_pairs_instead_of_a_matrix_table():
@@ -172,7 +173,7 @@ def _render(browser, page_path: Path, shot: Path) -> tuple[str, np.ndarray]:
     dom = _run_chromium(browser, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
     title = re.search(r"<title>(.*?)</title>", dom.stdout or "")
     shot.parent.mkdir(parents=True, exist_ok=True)
-    _run_chromium(browser, f"--screenshot={shot}", "--window-size=1200,2400",
+    _run_chromium(browser, f"--screenshot={shot}", "--window-size=1200,6000",
                   page_path.as_uri())
     if not shot.is_file():
         pytest.fail(f"chromium wrote no screenshot: {dom.stderr[-500:]}")
