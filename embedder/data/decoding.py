@@ -144,9 +144,41 @@ def check_pixels(path):
 
 
 def _checked(path):
-    """:func:`check_pixels` for ``tf.numpy_function`` (bytes in, True out)."""
+    """:func:`check_pixels` for ``tf.numpy_function`` (bytes in, 0 pixels over out)."""
     check_pixels(path.decode())
-    return np.bool_(True)
+    return np.int64(0)
+
+
+def _be32(data, start):
+    """The big-endian uint32 at byte ``start`` of the string tensor ``data``, as int64."""
+    b = tf.cast(tf.io.decode_raw(tf.strings.substr(data, start, 4), tf.uint8), tf.int64)
+    return ((b[0] * 256 + b[1]) * 256 + b[2]) * 256 + b[3]
+
+
+def _header_check(data, path):
+    """An assertion that the image in ``data`` is within the pixel budget, from its header.
+
+    PNG (IHDR) and JPEG (``extract_jpeg_shape``) headers are read in-graph; any other
+    content (GIF, whose frames must be counted, or a mislabelled file) by
+    :func:`check_pixels` in Python. A file over the budget fails the assertion, and
+    :func:`decode_errors` then names it with Pillow's reading of the same header.
+    """
+    limit = tf.constant(_BUDGET["max_pixels"], tf.int64)
+
+    def png():
+        return _be32(data, 16) * _be32(data, 20)
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    def other():
+        return tf.reshape(tf.numpy_function(_checked, [path], tf.int64), ())
+
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n")
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff")
+    pixels = tf.cond(is_png, png, lambda: tf.cond(is_jpeg, jpeg, other))
+    return tf.debugging.assert_less_equal(pixels, limit)
 
 
 def _pillow_image(img, path, channels):
@@ -265,9 +297,9 @@ def decode_file(path, use_tf, channels):
 
     def tf_decode():  # always 3 channels: TensorFlow's GIF decoder cannot give grey
         # TensorFlow's decoders have no pixel limit: the header is checked first
-        with tf.control_dependencies([tf.numpy_function(_checked, [path], tf.bool)]):
-            data = tf.io.read_file(path)
-        img = tf.io.decode_image(data, channels=3, expand_animations=False)
+        data = tf.io.read_file(path)
+        with tf.control_dependencies([_header_check(data, path)]):
+            img = tf.io.decode_image(data, channels=3, expand_animations=False)
         return convert_channels(tf.cast(img, tf.float32), channels)
 
     def pil_decode():
