@@ -37,6 +37,7 @@ EXAMPLES = {
               "--out hits.csv",
     "embed": "triplet embed encoder.keras my_images/ --out embeddings.parquet",
     "demo": "triplet demo --out demo-output",
+    "export": "triplet export encoder.keras --format onnx --out encoder.onnx",
 }
 _DATA_HELP = ("labelled images: a folder with one sub-folder of images per class, a CSV "
               "with path,label columns, or a built-in data set (digits, fashion-mnist)")
@@ -221,13 +222,10 @@ def _add_scheduler_timeout(p):
 
 
 def _add_export(sub, parents):
-    p = sub.add_parser(
-        "export", parents=parents,
-        help="export an encoder to SavedModel, TFLite or ONNX (checked against Keras)",
-        description="Export a .keras encoder for serving without Keras: a TensorFlow "
-        "SavedModel folder, a TFLite file or an ONNX file (needs the export extra). The "
-        "export is checked against the Keras encoder on sample images before it is "
-        "saved. Example: triplet export encoder.keras --format onnx --out encoder.onnx")
+    p = _command(sub, "export", parents,
+                 "export an encoder for serving without Keras: a TensorFlow SavedModel "
+                 "folder, a TFLite file or an ONNX file (needs the export extra), checked "
+                 "against the Keras encoder on sample images before it is saved")
     p.add_argument("encoder", metavar="ENCODER.keras", help="a saved encoder")
     p.add_argument("--format", choices=_cli_export.FORMATS, default="savedmodel",
                    help="savedmodel (a folder), tflite or onnx (default savedmodel)")
@@ -238,10 +236,9 @@ def _add_export(sub, parents):
 
 
 def _add_config_options(group) -> None:
+    """One option per training setting, generated from the config's fields and help."""
     from embedder.training.config import field_choices
 
-
-    """One option per training setting, generated from the config's fields and help."""
     for field in _cli_train.training_fields():
         flag = "--" + field.name.replace("_", "-")
         kind = str(field.type).split("|")[0].strip()
