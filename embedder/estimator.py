@@ -66,10 +66,8 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         per anchor, the margin is not used.
     classes_per_batch : int or None, default=None
         P of the P x K batches; ``None`` picks about 64 / K classes (all, if fewer).
-    samples_per_class : int or None, default=None
-        K of the P x K batches; ``None``: 4, or more when there are few classes so that a
-        batch holds about 64 images (5 classes: K = 12), at most the smallest class's
-        size.
+    samples_per_class : int, default=4
+        K of the P x K batches.
     epochs : int, default=20
         Upper bound: early stopping on validation MAP@R usually ends sooner.
     learning_rate : float, default=2e-3
@@ -214,7 +212,7 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         distance="euclidean",
         soft=False,
         classes_per_batch=None,
-        samples_per_class=None,
+        samples_per_class=4,
         epochs=20,
         learning_rate=2e-3,
         warmup_epochs=1,

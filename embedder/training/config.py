@@ -20,8 +20,6 @@ PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored", "multi_worker")
 #: P x K batches aim at about this many images when P or K is not given.
 TARGET_BATCH_SIZE = 64
-#: K when there are enough classes to fill a batch of TARGET_BATCH_SIZE.
-DEFAULT_SAMPLES_PER_CLASS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +178,8 @@ class TrainingConfig:
     classes_per_batch: int | None = _field(None, "P of the P x K batches (default: about "
                                            "64 / K classes)", metavar="P",
                                            check=Check(Integral, 2, None, optional=True))
-    samples_per_class: int | None = _field(
-        None, "K of the P x K batches (default: 4, more when there are few classes, so "
-        "a batch holds about 64 images; at most the smallest class's size)", metavar="K",
-        check=Check(Integral, 2, None, optional=True))
+    samples_per_class: int = _field(4, "K of the P x K batches", metavar="K",
+                                    check=Check(Integral, 2, None))
     epochs: int = _field(20, "upper bound on epochs (early stopping usually ends sooner)",
                          check=Check(Integral, 1, None))
     learning_rate: float = _field(2e-3, "peak Adam learning rate (warm-up, cosine decay)",
@@ -348,8 +344,7 @@ class TrainingConfig:
         return out
 
     def resolve(self, n_classes: int, n_replicas: int = 1, *,
-                pretrained: bool = False, min_class_size: int | None = None
-                ) -> TrainingConfig:
+                pretrained: bool = False) -> TrainingConfig:
         """The config with the data-dependent defaults filled in.
 
         Parameters
@@ -362,8 +357,6 @@ class TrainingConfig:
             Whether the encoder starts from pretrained weights (a ``weights`` file or
             ``"imagenet"``, or a saved ``.keras`` encoder): decides the default
             ``freeze_backbone_epochs``.
-        min_class_size : int or None, default=None
-            Images in the smallest training class: the default K is at most this.
 
         Returns
         -------
@@ -371,13 +364,10 @@ class TrainingConfig:
             ``margin`` set to the loss's default when None (0.0 for a loss without a margin:
             the diagnostics then count triplets in the wrong order), and
             ``classes_per_batch`` to about ``TARGET_BATCH_SIZE / samples_per_class`` classes
-            (at least 2, at most ``n_classes``) when None. ``samples_per_class`` None
-            becomes 4, or ``TARGET_BATCH_SIZE // P`` when fewer than
-            ``TARGET_BATCH_SIZE / 4`` classes fit in a batch, at most ``min_class_size``
-            (at least 2). With several replicas mining separately (``cross_replica=False``)
-            the default P is a multiple of ``n_replicas``: a batch is laid out class by
-            class and split evenly, so every replica then gets whole classes, with
-            positives for every anchor.
+            (at least 2, at most ``n_classes``) when None. With several replicas mining
+            separately (``cross_replica=False``) the default P is a multiple of
+            ``n_replicas``: a batch is laid out class by class and split evenly, so every
+            replica then gets whole classes, with positives for every anchor.
             ``freeze_backbone_epochs`` None becomes 1 for a pretrained start with more
             than one epoch, else 0; ``fine_tune_learning_rate_factor`` becomes 1.0 when
             no epochs follow a frozen-backbone phase (nothing is lowered), so the
@@ -387,26 +377,18 @@ class TrainingConfig:
 
         margin = default_margin(self.loss) if self.margin is None else self.margin
         margin = 0.0 if margin is None else margin  # a loss without one: diagnostics at 0
-        k = DEFAULT_SAMPLES_PER_CLASS if self.samples_per_class is None else self.samples_per_class
         p = self.classes_per_batch
         if p is None:
-            p = int(min(n_classes, max(2, TARGET_BATCH_SIZE // k)))
+            p = int(min(n_classes, max(2, TARGET_BATCH_SIZE // self.samples_per_class)))
             if n_replicas > 1 and not self.cross_replica and self.in_batch:
                 p = max(n_replicas, p - p % n_replicas)
-        if self.samples_per_class is None:
-            # Few classes: more images per class keep a step at about TARGET_BATCH_SIZE
-            # images (more positives per anchor, fewer steps per pass); a class smaller
-            # than K would be drawn with repeats, so K stops at the smallest class.
-            k = max(k, TARGET_BATCH_SIZE // p)
-            if min_class_size is not None:
-                k = max(2, min(k, int(min_class_size)))
         freeze = self.freeze_backbone_epochs
         if freeze is None:
             # One head-only epoch protects pretrained features from the large gradients a
             # randomly initialised head sends back; from scratch there is nothing to keep.
             freeze = 1 if pretrained and self.epochs > 1 else 0
         factor = self.fine_tune_learning_rate_factor if 0 < freeze < self.epochs else 1.0
-        return self.replace(margin=float(margin), classes_per_batch=p, samples_per_class=int(k),
+        return self.replace(margin=float(margin), classes_per_batch=p,
                             freeze_backbone_epochs=int(freeze),
                             fine_tune_learning_rate_factor=float(factor))
 

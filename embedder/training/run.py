@@ -345,8 +345,7 @@ def build_training_run(encoder, X, y, config, *, input_shape, strategy=None, cal
     X_train, y_train = _take(X, train_idx), y[train_idx]
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     config = config.resolve(len(np.unique(y_train)), n_replicas=replicas,
-                            pretrained=pretrained,
-                            min_class_size=int(np.unique(y_train, return_counts=True)[1].min()))
+                            pretrained=pretrained)
     fine_tuning.check_head(encoder, config)
     phases = fine_tuning.plan_phases(config)
     dataset, steps, sampler = _dataset(X_train, y_train, config, input_shape)

@@ -33,21 +33,6 @@ def test_resolve_fills_data_dependent_defaults():
     assert TrainingConfig(classes_per_batch=5).resolve(9, n_replicas=2).classes_per_batch == 5
 
 
-def test_default_k_grows_when_few_classes_fill_a_batch():
-    # 5 classes of 4 would make 20-image steps: K grows so a step holds about 64 images
-    few_classes = TrainingConfig().resolve(5)
-    assert (few_classes.classes_per_batch, few_classes.samples_per_class) == (5, 12)
-    assert TrainingConfig().resolve(2).samples_per_class == 32
-    many = TrainingConfig().resolve(100)
-    assert (many.classes_per_batch, many.samples_per_class) == (16, 4)
-    # never more than the smallest class holds (it would be drawn with repeats)
-    assert TrainingConfig().resolve(5, min_class_size=7).samples_per_class == 7
-    assert TrainingConfig().resolve(5, min_class_size=1).samples_per_class == 2
-    # a K the user gives is kept, and P follows it as before
-    assert TrainingConfig(samples_per_class=4).resolve(5).samples_per_class == 4
-    assert TrainingConfig(classes_per_batch=4).resolve(5).samples_per_class == 16
-
-
 def test_round_trip_and_from_params():
     config = TrainingConfig(loss="semi_hard", epochs=3, checkpoint_dir="ck")
     assert TrainingConfig(**config.to_dict()) == config
@@ -65,7 +50,7 @@ def test_round_trip_and_from_params():
     ({"distance": "l1"}, "distance must be one of ['euclidean', 'squared', 'cosine'], "
      "got 'l1'"),
     ({"margin": -1}, "margin must be a number >= 0 or None, got -1"),
-    ({"samples_per_class": 1}, "samples_per_class must be an int >= 2 or None, got 1"),
+    ({"samples_per_class": 1}, "samples_per_class must be an int >= 2, got 1"),
     ({"epochs": 2.5}, "epochs must be an int >= 1, got 2.5"),
     ({"learning_rate": 0}, "learning_rate must be a number > 0, got 0"),
     ({"validation_fraction": 1.0}, "validation_fraction must be a number in [0, 1), got 1.0"),

@@ -46,10 +46,9 @@ def test_build_training_run_resolves_the_config(shapes16):
     run = build_training_run(_encoder(), X, y, TrainingConfig(epochs=2, random_state=0),
                              input_shape=SHAPE)
     assert run.config.margin == 0.2 and run.config.classes_per_batch == 5
-    # few classes: K grows to 64 // 5 = 12; 108 training images in chunks of 12 (21-22
-    # a class: 2 chunks each) fill 10 / 5 = 2 batches
-    assert run.config.samples_per_class == 12
-    assert run.steps_per_epoch == 2
+    # 108 training images, 21-22 a class: 6 chunks of K=4 each, 30 chunks in batches of 5
+    assert run.config.samples_per_class == 4
+    assert run.steps_per_epoch == 6
     assert run.validation == {"used": True, "reason": None, "n_images": 12}
     assert run.model.optimizer is not None and run.encoder is run.model.encoder
     history = run_training(run)
@@ -60,9 +59,8 @@ def test_in_batch_training_separates_shapes(shapes16):
     X, y = shapes16
     encoder = _encoder()
     before = retrieval_scores(encoder.predict(X, verbose=0), y)["precision_at_1"]
-    # K=4: 5 steps an epoch, enough updates for 8 epochs of 86 images to separate them
     history = _train(encoder, X, y, epochs=8, learning_rate=3e-3, validation_fraction=0.2,
-                     samples_per_class=4, converged_patience=0)
+                     converged_patience=0)
     for key in ("loss", "active_fraction", "pos_distance", "neg_distance", "norm_mean",
                 "norm_std", "val_precision_at_1", "val_map_at_r", "collapsed"):
         assert key in history and len(history[key]) == len(history["loss"])
