@@ -13,7 +13,15 @@ May import :mod:`embedder.checks`, :mod:`embedder.files` and :mod:`embedder.mode
 """
 
 from embedder.data.datasets import BUILTINS, FASHION_MNIST_CLASSES, load_dataset, load_fashion_mnist
-from embedder.data.decoding import IMAGE_EXTENSIONS, decode_errors, decode_file, read_image
+from embedder.data.decoding import (
+    IMAGE_EXTENSIONS,
+    check_pixels,
+    decode_errors,
+    decode_file,
+    get_max_pixels,
+    read_image,
+    set_max_pixels,
+)
 from embedder.data.fingerprints import image_fingerprints, overlap
 from embedder.data.image_pipeline import (
     image_batches,
@@ -31,9 +39,9 @@ from embedder.data.sampling import PKSampler, check_class_sizes, random_triplets
 
 __all__ = [
     "BUILTINS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "PKSampler", "as_paths",
-    "path_column",
-    "check_class_sizes", "decode_errors", "decode_file", "image_batches",
-    "image_fingerprints", "iterate_batches", "load_dataset", "load_fashion_mnist",
-    "offline_triplet_dataset", "overlap", "random_triplets", "read_image",
-    "resolve_input_shape", "shape_for_features", "training_dataset",
+    "check_class_sizes", "check_pixels", "decode_errors", "decode_file", "get_max_pixels",
+    "image_batches", "image_fingerprints", "iterate_batches", "load_dataset",
+    "load_fashion_mnist", "offline_triplet_dataset", "overlap", "path_column",
+    "random_triplets", "read_image", "resolve_input_shape", "set_max_pixels",
+    "shape_for_features", "training_dataset",
 ]

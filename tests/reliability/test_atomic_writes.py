@@ -5,6 +5,7 @@ TensorFlow), slowed down chunk by chunk so that ``kill -9`` lands at a known poi
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,8 @@ _NAMESPACED_WRITER = textwrap.dedent(
 
 def test_writer_in_another_pid_namespace_keeps_its_temporary(tmp_path):
     """Two PID namespaces on one folder: the writer's pid there is no process here."""
+    if shutil.which("unshare") is None:
+        pytest.skip("the unshare command (util-linux) is not installed")
     probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
