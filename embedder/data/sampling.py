@@ -74,6 +74,10 @@ def _epoch_index(value, name) -> int:
     return int(value)
 
 
+#: Chunks by which a class already in a batch must lag the others to take another slot.
+REPEAT_PENALTY = 0.5
+
+
 class PKSampler:
     """Batches of P chunks of K same-class images that cover every image once per epoch.
 
@@ -84,10 +88,12 @@ class PKSampler:
     most P - 1 slots of a batch). Every class's chunks are spread evenly over the
     epoch (batch ``b`` has taken about ``(b + 1) * m_c / B`` chunks of class ``c``), so a
     class with more chunks than there are batches fills several slots of a batch, while a
-    small class is neither over-repeated nor bunched at the start. Chunks of one class
-    sit next to each other; every batch holds at least two classes (a chunk of random
-    re-used images of a class not yet in the batch fills a slot once the epoch's chunks
-    are used up).
+    small class is neither over-repeated nor bunched at the start; a class takes a second
+    slot of a batch only when it lags the others by more than one and a half chunks
+    (:data:`REPEAT_PENALTY`), so classes of equal size give P distinct classes a batch.
+    Chunks of one class sit next to each other; every batch holds at least two classes
+    (a chunk of random re-used images of a class not yet in the batch fills a slot once
+    the epoch's chunks are used up).
 
     Parameters
     ----------
@@ -227,7 +233,11 @@ class PKSampler:
         jitter = 0.5 * rng.random(len(left))  # random tie-break, smaller than one chunk
         most = self.classes_per_batch - 1  # leaves a slot for a second class
         for _ in range(self.classes_per_batch):
-            behind = due - taken - picked + jitter
+            # A class already in the batch comes back only when it lags the others by
+            # more than one and a half chunks: equal shares then give P distinct classes
+            # (more negatives per anchor; whole classes per replica when a batch is split
+            # between replicas), while a much larger class still fills several slots.
+            behind = due - taken - picked * (1 + REPEAT_PENALTY) + jitter
             open_ = (left - picked > 0) & (picked < most)
             if open_.any():  # the class furthest behind its share
                 c = int(np.argmax(np.where(open_, behind, -np.inf)))
