@@ -148,13 +148,20 @@ def build_augmenter(augment, input_shape, seed=None):
 
 def describe_augment(augment):
     """``augment`` as plain data (JSON): itself for a bool or name, else the layers'
-    Keras configs (what identifies a run in checkpoints and reports)."""
+    Keras configs (what identifies a run in checkpoints and reports).
+
+    Returned as read back from JSON (tuples as lists), so a checkpoint's saved manifest
+    equals the one a resumed run computes.
+    """
     if isinstance(augment, bool | str):
         return augment
+    import json
+
     import keras
 
     layers = augment.layers if isinstance(augment, keras.Sequential) else augment
     layers = layers if isinstance(layers, list | tuple) else [layers]
-    return [{"class_name": type(layer).__name__,
-             "config": {k: v for k, v in layer.get_config().items()
-                        if k not in ("name", "dtype")}} for layer in layers]
+    described = [{"class_name": type(layer).__name__,
+                  "config": {k: v for k, v in layer.get_config().items()
+                             if k not in ("name", "dtype")}} for layer in layers]
+    return json.loads(json.dumps(described, default=repr))
