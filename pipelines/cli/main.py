@@ -262,7 +262,8 @@ def _add_config_options(group) -> None:
         if check is not None and check.kind == "augment":
             group.add_argument(flag, nargs="?", const=True, default=None,
                                type=_augment_choice, metavar="PRESET",
-                               help=text + "; alone: True")
+                               help=text + "; here photo, digits, true or false, and "
+                               "--augment alone is true (put it after DATA)")
             continue
         if kind == "bool":
             group.add_argument(flag, action="store_const", const=True, default=None,
