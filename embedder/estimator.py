@@ -93,8 +93,16 @@ class TripletEmbedder(EmbedderBase, BaseEstimator):
         Stratified hold-out for validation P@1/MAP@R, early stopping and best-weights
         restore; 0 disables it (sets too small for a split are trained without one, and
         ``validation_`` says why).
-    augment : bool, default=False
-        Random flips, shifts and brightness changes during training.
+    augment : bool, {"photo", "digits"}, list of keras layers, default=False
+        Augmentation of the training batches (never of validation or inference), seeded
+        from ``random_state``. ``True``: random horizontal flips, shifts up to 10 % and
+        brightness changes up to 20 %. ``"photo"``: random resized crops (zoom in up to
+        25 % per side), horizontal flips and colour jitter (brightness, contrast,
+        saturation for RGB). ``"digits"``: shifts up to 10 %, rotations up to 10 degrees
+        and zoom up to 10 %, never a flip. Or the user's own Keras preprocessing layers
+        for float32 pixels on 0..255 (copied for every fit; a layer without a ``seed``
+        gets one from ``random_state``). See
+        :data:`embedder.data.augmentation.AUGMENTATIONS`.
     min_delta : float, default=0.005
         Smallest rise of the validation MAP@R that counts as progress for ``patience``;
         the best epoch's weights are kept whatever its margin.

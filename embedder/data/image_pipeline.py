@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from embedder.checks import check_existing_files, check_images, column_labels, is_paths
+from embedder.data.augmentation import build_augmenter
 from embedder.data.decoding import (
     TF_EXTENSIONS,
     assert_decoded,
@@ -232,24 +233,19 @@ def training_dataset(X, y, sampler, input_shape, augment=False):
     drawn every epoch; ``len(sampler)`` batches make one epoch. Each iterator of the
     dataset starts at epoch ``sampler.next_epoch`` (``sampler.set_epoch`` moves it).
     Integer ``y`` is kept as int32, other labels become their index in ``np.unique(y)``.
-    ``augment=True`` adds a random horizontal flip, a shift of up to 10% and a brightness
-    change of up to 20%.
+    ``augment`` (see :func:`~embedder.data.augmentation.build_augmenter`): ``True`` adds
+    a random horizontal flip, a shift of up to 10% and a brightness change of up to 20%;
+    a preset name of :data:`~embedder.data.augmentation.AUGMENTATIONS` or the user's Keras
+    layers apply those, seeded from the sampler's ``random_state``.
     """
+    seed = sampler.random_state if isinstance(sampler.random_state, int) else None
+    augmenter = build_augmenter(augment, check_input_shape(input_shape), seed)
     n = len(X)
     labels = tf.constant(_encode_labels(y, n))
     indices = _epoch_indices(sampler)
     ds = _gather_dataset(X, indices, input_shape)
     ds = ds.map(lambda images, idx: (images, tf.gather(labels, idx)))
-    if augment:
-        import keras
-
-        seed = sampler.random_state if isinstance(sampler.random_state, int) else None
-        seeds = [None] * 3 if seed is None else [seed, seed + 1, seed + 2]
-        augmenter = keras.Sequential([
-            keras.layers.RandomFlip("horizontal", seed=seeds[0]),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seeds[1]),
-            keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seeds[2]),
-        ])
+    if augmenter is not None:
         # sequential map: the layers' random state is updated in order (reproducible)
         ds = ds.map(lambda images, lab: (augmenter(images, training=True), lab))
     return _without_autotune_thread(ds.prefetch(AUTOTUNE))

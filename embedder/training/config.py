@@ -32,8 +32,9 @@ class Check:
 
     Parameters
     ----------
-    kind : {Integral, Real, bool, "path", "params"}
-        The type of the value.
+    kind : {Integral, Real, bool, "path", "params", "augment"}
+        The type of the value (``"augment"``: ``False``, ``True``, a preset name or
+        Keras layers, see :mod:`embedder.data.augmentation`).
     low, high : float or None
         Bounds (None: unbounded).
     closed : {"left", "right", "both", "neither"}, default="left"
@@ -56,6 +57,10 @@ class Check:
             return None if isinstance(value, bool) else "True or False"
         if self.kind == "path":
             return None if isinstance(value, str | os.PathLike) else "a folder path"
+        if self.kind == "augment":
+            from embedder.data.augmentation import augment_problem
+
+            return augment_problem(value)
         if self.kind == "params":
             return (None if isinstance(value, str | collections.abc.Mapping)
                     else "a dict or a JSON object string")
@@ -90,6 +95,13 @@ class Check:
             out = [str, os.PathLike]
         elif self.kind == "params":
             out = [dict, str]
+        elif self.kind == "augment":
+            import keras
+
+            from embedder.data.augmentation import AUGMENTATIONS
+
+            # the layers inside a list are checked by fit (validate) and the pipeline
+            out = ["boolean", StrOptions(set(AUGMENTATIONS)), list, tuple, keras.layers.Layer]
         else:
             out = [Interval(self.kind, self.low, self.high, closed=self.closed)]
         return out + [None] if self.optional else out
@@ -201,8 +213,11 @@ class TrainingConfig:
     validation_fraction: float = _field(0.1, "stratified hold-out for validation "
                                         "retrieval, early stopping and best weights; 0: none",
                                         check=Check(Real, 0, 1))
-    augment: bool = _field(False, "random flips, shifts and brightness changes",
-                           check=Check(bool))
+    augment: bool | str | list | tuple = _field(
+        False, "training-time augmentation: True (flips, shifts, brightness), a preset "
+        "(photo: resized crops, flips, colour jitter; digits: shifts, rotations, no flip) "
+        "or the user's Keras preprocessing layers", metavar="PRESET",
+        check=Check("augment"))
     min_delta: float = _field(0.005, "smallest rise of the validation MAP@R that counts "
                               "as progress for patience (smaller changes are noise)",
                               check=Check(Real, 0, 1))
@@ -258,6 +273,10 @@ class TrainingConfig:
             raise ValueError(f"soft=True applies to loss='batch_hard' only, got "
                              f"loss={self.loss!r}")
         self.loss_settings()  # names and types of the loss's own settings
+        if not fields:  # scikit-learn checked augment's type only, not a list's items
+            from embedder.data.augmentation import check_augment
+
+            check_augment(self.augment)
         if self.memory_size and (not self.in_batch or self._has_proxies()):
             raise ValueError(f"memory_size applies to in-batch pair losses, got "
                              f"loss={self.loss!r} with memory_size={self.memory_size!r}")
@@ -400,6 +419,10 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         """The settings as a plain dict (paths as strings)."""
         out = dataclasses.asdict(self)
+        if not isinstance(self.augment, bool | str):
+            from embedder.data.augmentation import describe_augment
+
+            out["augment"] = describe_augment(self.augment)
         if out["checkpoint_dir"] is not None:
             out["checkpoint_dir"] = os.fspath(out["checkpoint_dir"])
         return out

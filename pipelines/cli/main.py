@@ -235,6 +235,19 @@ def _add_export(sub, parents):
                    help="largest accepted difference from the Keras encoder (default 1e-4)")
 
 
+def _augment_choice(text):
+    """``--augment``'s value: a preset name, or true/false (Keras layers are Python-only)."""
+    from embedder.data.augmentation import AUGMENTATIONS
+
+    flags = {"true": True, "false": False}
+    if text.lower() in flags:
+        return flags[text.lower()]
+    if text not in AUGMENTATIONS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {[*AUGMENTATIONS, 'true', 'false']}, got {text!r}")
+    return text
+
+
 def _add_config_options(group) -> None:
     """One option per training setting, generated from the config's fields and help."""
     from embedder.training.config import field_choices
@@ -245,6 +258,13 @@ def _add_config_options(group) -> None:
         text = field.metadata["help"]
         if field.default is not None:
             text += f" (default: {field.default})"
+        check = field.metadata.get("check")
+        if check is not None and check.kind == "augment":
+            group.add_argument(flag, nargs="?", const=True, default=None,
+                               type=_augment_choice, metavar="PRESET",
+                               help=text + "; here photo, digits, true or false, and "
+                               "--augment alone is true (put it after DATA)")
+            continue
         if kind == "bool":
             group.add_argument(flag, action="store_const", const=True, default=None,
                                help=text)

@@ -366,3 +366,22 @@ def test_train_multi_worker_option_errors(workdir, tmp_path):
                              "multi_worker", "--workers", "a:1"]),
                        r"workers must be at least two 'host:port' addresses, got \['a:1'\]")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("given, expected", [
+    (["--augment", "photo"], "photo"), (["--augment", "digits"], "digits"),
+    (["--augment"], True), (["--augment", "false"], False), ([], None),
+])
+def test_augment_option_takes_a_preset_or_acts_as_a_flag(given, expected):
+    parser = _sub_parsers()["train"]
+    args = parser.parse_args(["data", "--out", "e.keras", *given])
+    assert args.augment is expected or args.augment == expected
+    assert type(args.augment) is type(expected)
+
+
+def test_augment_option_rejects_an_unknown_preset(capsys):
+    with pytest.raises(SystemExit) as info:
+        _sub_parsers()["evaluate"].parse_args(["data", "--out", "r", "--augment", "flowers"])
+    assert info.value.code == 2
+    assert ("argument --augment: expected one of ['photo', 'digits', 'true', 'false'], "
+            "got 'flowers'") in capsys.readouterr().err
