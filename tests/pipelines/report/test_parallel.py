@@ -1,8 +1,11 @@
 """Folds through joblib: a loky pool and a 2-worker Dask cluster give the sequential report."""
 
+import os
 import time
+from pathlib import Path
 
 import joblib
+import numpy as np
 import pytest
 
 from pipelines.report import cross_validate_report
@@ -74,3 +77,40 @@ def test_dask_folds_equal_sequential_folds(dask_client):
     assert len(workers) == 2  # both folds left this process, one per worker
     assert [len(h["loss"]) for h in parallel.histories] == [2, 2]
     assert _scores(parallel) == _scores(sequential)
+
+
+def _record_pid(X, folder):
+    # identity embedding that leaves a trace of the process it ran in
+    (Path(folder) / str(os.getpid())).touch()
+    return X
+
+
+def _pid_pipeline(folder):
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    embed = FunctionTransformer(_record_pid, kw_args={"folder": str(folder)})
+    return Pipeline([("embed", embed), ("head", KNeighborsClassifier(3))])
+
+
+def test_open_set_folds_run_on_the_same_engine_in_parallel(tmp_path):
+    # open_set_report shares cross_validate_report's fold engine (run_folds): n_jobs=2 runs
+    # the folds in a loky pool (other processes) and gives the sequential report.
+    from pipelines.report import open_set_report
+    from tests.pipelines.report.test_open_set import _corners
+
+    X, y = _corners(n_per_class=12)
+    X = np.vstack([X, X[:12] + [5.0, 5.0]])  # a fifth, central class
+    y = np.concatenate([y, np.full(12, "c")])
+    kwargs = dict(unknown_classes=2, cv=3, random_state=0)
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "par").mkdir()
+    sequential = open_set_report(_pid_pipeline(tmp_path / "seq"), X, y, **kwargs)
+    parallel = open_set_report(_pid_pipeline(tmp_path / "par"), X, y, n_jobs=2, **kwargs)
+    assert [p.name for p in (tmp_path / "seq").iterdir()] == [str(os.getpid())]
+    assert str(os.getpid()) not in [p.name for p in (tmp_path / "par").iterdir()]
+    assert [f["unknown_classes"] for f in parallel.folds] == [
+        f["unknown_classes"] for f in sequential.folds]
+    assert parallel.folds == sequential.folds
+    assert parallel.mean == sequential.mean and parallel.scores == sequential.scores
