@@ -53,8 +53,13 @@ class LossTerms(NamedTuple):
     count: Any
     batch_all: Any = None
 
+    def reduce(self, context=None):
+        """The loss: :func:`reduce_terms` of ``total`` and ``count`` under ``context``."""
+        return reduce_terms(self.total, self.count, context)
 
-def _count(mask):
+
+def count_true(mask):
+    """Number of True entries of ``mask``, float32."""
     return ops.sum(ops.cast(mask, "float32"))
 
 
@@ -77,7 +82,7 @@ def batch_hard_terms(view, margin, soft=False):
     # softplus is computed stably (no overflow of exp for large gaps); no margin with it.
     per_anchor = ops.softplus(gap) if soft else ops.relu(gap + margin)
     valid = ops.logical_and(ops.any(view.positives, axis=1), ops.any(view.negatives, axis=1))
-    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), _count(valid))
+    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), count_true(valid))
 
 
 def semi_hard_terms(view, margin):
@@ -85,7 +90,7 @@ def semi_hard_terms(view, margin):
     d = view.distances
     hinge = ops.relu(d - semi_hard_negative(d, view.negatives) + margin)
     valid = ops.logical_and(view.positives, ops.any(view.negatives, axis=1)[:, None])
-    return LossTerms(ops.sum(ops.where(valid, hinge, 0.0)), _count(valid))
+    return LossTerms(ops.sum(ops.where(valid, hinge, 0.0)), count_true(valid))
 
 
 def contrastive_terms(view, margin):
@@ -97,7 +102,7 @@ def contrastive_terms(view, margin):
         ops.where(view.negatives, ops.square(ops.relu(margin - d)), 0.0),
     )
     pairs = ops.logical_or(view.positives, view.negatives)
-    return LossTerms(0.5 * ops.sum(terms), _count(pairs))
+    return LossTerms(0.5 * ops.sum(terms), count_true(pairs))
 
 
 def reduce_terms(total, count, context=None):
@@ -115,8 +120,13 @@ def reduce_terms(total, count, context=None):
     return share * float(context.num_replicas_in_sync)
 
 
-def _view(labels, embeddings, margin, distance, cross_replica):
-    check_margin(margin)
+def loss_view(labels, embeddings, margin, distance, cross_replica):
+    """The checked settings' :class:`~embedder.losses.mining.BatchView` of a batch.
+
+    ``margin`` None is not checked (a loss without a margin, or one that checks its own).
+    """
+    if margin is not None:
+        check_margin(margin)
     check_distance(distance)
     return batch_view(labels, embeddings, distance, check_flag(cross_replica, "cross_replica"))
 
@@ -151,9 +161,8 @@ def batch_all_triplet_loss(
     -------
     float32 scalar tensor
     """
-    view = _view(labels, embeddings, margin, distance, cross_replica)
-    terms = batch_all_terms(view, margin)
-    return reduce_terms(terms.total, terms.count, view.context)
+    view = loss_view(labels, embeddings, margin, distance, cross_replica)
+    return batch_all_terms(view, margin).reduce(view.context)
 
 
 def batch_hard_triplet_loss(
@@ -191,9 +200,8 @@ def batch_hard_triplet_loss(
     float32 scalar tensor
     """
     check_flag(soft, "soft")
-    view = _view(labels, embeddings, margin, distance, cross_replica)
-    terms = batch_hard_terms(view, margin, soft)
-    return reduce_terms(terms.total, terms.count, view.context)
+    view = loss_view(labels, embeddings, margin, distance, cross_replica)
+    return batch_hard_terms(view, margin, soft).reduce(view.context)
 
 
 def semi_hard_triplet_loss(
@@ -227,9 +235,8 @@ def semi_hard_triplet_loss(
     -------
     float32 scalar tensor
     """
-    view = _view(labels, embeddings, margin, distance, cross_replica)
-    terms = semi_hard_terms(view, margin)
-    return reduce_terms(terms.total, terms.count, view.context)
+    view = loss_view(labels, embeddings, margin, distance, cross_replica)
+    return semi_hard_terms(view, margin).reduce(view.context)
 
 
 def contrastive_loss(labels, embeddings, margin=0.5, distance="euclidean", *, cross_replica=False):
@@ -258,9 +265,8 @@ def contrastive_loss(labels, embeddings, margin=0.5, distance="euclidean", *, cr
     -------
     float32 scalar tensor
     """
-    view = _view(labels, embeddings, margin, distance, cross_replica)
-    terms = contrastive_terms(view, margin)
-    return reduce_terms(terms.total, terms.count, view.context)
+    view = loss_view(labels, embeddings, margin, distance, cross_replica)
+    return contrastive_terms(view, margin).reduce(view.context)
 
 
 def triplet_hinges(anchor, positive, negative, margin, distance):

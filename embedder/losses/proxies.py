@@ -12,9 +12,8 @@ import math
 
 from keras import ops
 
-from embedder.distances import check_distance, cross_distances
-from embedder.losses.functions import LossTerms, reduce_terms
-from embedder.losses.mining import batch_view, check_flag
+from embedder.distances import cross_distances
+from embedder.losses.functions import LossTerms, loss_view
 from embedder.losses.similarity import log1p_sum_exp
 
 
@@ -35,7 +34,8 @@ def proxy_anchor_terms(view, margin=0.1, alpha=32.0, *, proxies):
     """``(loss, 1)``: the loss of the whole batch (it does not split over anchors).
 
     Under a replica context the gathered batch (``view.candidates``) is scored, so every
-    replica computes the global loss; :func:`reduce_terms` then returns it unchanged.
+    replica computes the global loss; :func:`~embedder.losses.reduce_terms` then returns
+    it unchanged.
     """
     if view.context is None:
         embeddings, labels = view.embeddings, view.labels
@@ -86,11 +86,6 @@ def arcface_shape(n_classes, dim, scale=64.0, sub_centers=1):
     return (int(n_classes) * int(sub_centers), int(dim))
 
 
-def _view(labels, embeddings, distance, cross_replica):
-    check_distance(distance)
-    return batch_view(labels, embeddings, distance, check_flag(cross_replica, "cross_replica"))
-
-
 def proxy_anchor_loss(labels, embeddings, proxies, margin=0.1, distance="euclidean",
                       alpha=32.0, *, cross_replica=False):
     """Proxy-Anchor loss (Kim et al. 2020, "Proxy Anchor Loss for Deep Metric Learning").
@@ -123,9 +118,9 @@ def proxy_anchor_loss(labels, embeddings, proxies, margin=0.1, distance="euclide
     -------
     float32 scalar tensor
     """
-    view = _view(labels, embeddings, distance, cross_replica)
+    view = loss_view(labels, embeddings, None, distance, cross_replica)
     terms = proxy_anchor_terms(view, 0.1 if margin is None else margin, alpha, proxies=proxies)
-    return reduce_terms(terms.total, terms.count, view.context)
+    return terms.reduce(view.context)
 
 
 def arcface_loss(labels, embeddings, proxies, margin=0.5, distance="euclidean", scale=64.0,
@@ -162,7 +157,7 @@ def arcface_loss(labels, embeddings, proxies, margin=0.5, distance="euclidean", 
     -------
     float32 scalar tensor
     """
-    view = _view(labels, embeddings, distance, cross_replica)
+    view = loss_view(labels, embeddings, None, distance, cross_replica)
     terms = arcface_terms(view, 0.5 if margin is None else margin, scale, sub_centers,
                           proxies=proxies)
-    return reduce_terms(terms.total, terms.count, view.context)
+    return terms.reduce(view.context)

@@ -17,7 +17,6 @@ from types import MappingProxyType
 
 from embedder.checks import few
 from embedder.losses import functions, proxies, similarity
-from embedder.losses.functions import reduce_terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +136,7 @@ def in_batch_loss(name, view, margin, params=None, proxies=None):
         raise ValueError(f"loss {name!r} trains class proxies: pass proxies= (the "
                          "trainer creates them)")
     terms = spec.terms(view, margin, **resolve_params(name, params), **extra)
-    return reduce_terms(terms.total, terms.count, view.context), terms
+    return terms.reduce(view.context), terms
 
 
 def resolve_params(name, params=None):

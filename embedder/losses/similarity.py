@@ -12,9 +12,8 @@ log-sum-exps are shifted by their maximum; masked entries use finite fill values
 
 from keras import ops
 
-from embedder.distances import check_distance, cross_distances
-from embedder.losses.functions import LossTerms, reduce_terms
-from embedder.losses.mining import batch_view, check_flag
+from embedder.distances import cross_distances
+from embedder.losses.functions import LossTerms, count_true, loss_view
 
 #: Fill value of masked logits: exp() of it is 0 in float32 and its gradient is finite.
 _MASKED = -1e9
@@ -40,10 +39,6 @@ def log1p_sum_exp(logits, mask, axis=1):
 def _logsumexp(logits, mask, axis=1):
     masked = ops.where(mask, logits, _MASKED)
     return ops.logsumexp(masked, axis=axis)
-
-
-def _count(mask):
-    return ops.sum(ops.cast(mask, "float32"))
 
 
 def _has(mask):
@@ -79,7 +74,7 @@ def multi_similarity_terms(view, margin=None, alpha=2.0, beta=50.0, base=0.5, ep
     per_anchor = (log1p_sum_exp(-alpha * (s - base), mined_p) / alpha
                   + log1p_sum_exp(beta * (s - base), mined_n) / beta)
     valid = ops.logical_and(_has(view.positives), _has(view.negatives))
-    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), _count(valid))
+    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), count_true(valid))
 
 
 def supervised_contrastive_terms(view, margin=None, temperature=0.1):
@@ -91,7 +86,7 @@ def supervised_contrastive_terms(view, margin=None, temperature=0.1):
     positive_logits = ops.sum(ops.where(view.positives, logits, 0.0), axis=1)
     per_anchor = log_denominator - positive_logits / ops.maximum(n_positives, 1.0)
     valid = n_positives > 0
-    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), _count(valid))
+    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), count_true(valid))
 
 
 def circle_terms(view, margin=0.4, gamma=80.0):
@@ -104,11 +99,7 @@ def circle_terms(view, margin=0.4, gamma=80.0):
     per_anchor = ops.softplus(_logsumexp(positive_logits, view.positives)
                               + _logsumexp(negative_logits, view.negatives))
     valid = ops.logical_and(_has(view.positives), _has(view.negatives))
-    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), _count(valid))
-
-
-def _reduced(terms, view):
-    return reduce_terms(terms.total, terms.count, view.context)
+    return LossTerms(ops.sum(ops.where(valid, per_anchor, 0.0)), count_true(valid))
 
 
 def _check_positive(value, name):
@@ -162,8 +153,8 @@ def multi_similarity_loss(  # noqa: PLR0913 - the common signature and the paper
     """
     for value, name in ((alpha, "alpha"), (beta, "beta")):
         _check_positive(value, name)
-    view = _view(labels, embeddings, distance, cross_replica)
-    return _reduced(multi_similarity_terms(view, None, alpha, beta, base, epsilon), view)
+    view = loss_view(labels, embeddings, None, distance, cross_replica)
+    return multi_similarity_terms(view, None, alpha, beta, base, epsilon).reduce(view.context)
 
 
 def supervised_contrastive_loss(labels, embeddings, margin=None, distance="euclidean",
@@ -197,8 +188,8 @@ def supervised_contrastive_loss(labels, embeddings, margin=None, distance="eucli
     float32 scalar tensor
     """
     _check_positive(temperature, "temperature")
-    view = _view(labels, embeddings, distance, cross_replica)
-    return _reduced(supervised_contrastive_terms(view, None, temperature), view)
+    view = loss_view(labels, embeddings, None, distance, cross_replica)
+    return supervised_contrastive_terms(view, None, temperature).reduce(view.context)
 
 
 def circle_loss(labels, embeddings, margin=0.4, distance="euclidean", gamma=80.0, *,
@@ -235,10 +226,5 @@ def circle_loss(labels, embeddings, margin=0.4, distance="euclidean", gamma=80.0
     """
     _check_positive(gamma, "gamma")
     margin = 0.4 if margin is None else margin
-    view = _view(labels, embeddings, distance, cross_replica)
-    return _reduced(circle_terms(view, margin, gamma), view)
-
-
-def _view(labels, embeddings, distance, cross_replica):
-    check_distance(distance)
-    return batch_view(labels, embeddings, distance, check_flag(cross_replica, "cross_replica"))
+    view = loss_view(labels, embeddings, None, distance, cross_replica)
+    return circle_terms(view, margin, gamma).reduce(view.context)
