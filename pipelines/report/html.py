@@ -26,6 +26,7 @@ from pipelines.report.markdown import (
     METRIC_NAMES,
     RETRIEVAL_NAMES,
     confused_pairs,
+    per_class_rows,
     retrieval_label,
 )
 from pipelines.text import last_value
@@ -216,18 +217,9 @@ def _heads(rep) -> list:
 
 
 def _per_class(rep) -> list:
-    names = list(rep.heads)
-    rows = []
-    for cls in rep.classes:
-        cells = []
-        for n in names:
-            c = rep.heads[n].classification_report.get(cls, {})
-            cells.append(f"{c.get('precision', 0):.2f} / {c.get('recall', 0):.2f} / "
-                         f"{c.get('f1-score', 0):.2f}")
-        support = rep.heads[names[0]].classification_report.get(cls, {}).get("support", 0)
-        rows.append([cls, int(support), *cells])
+    header, rows = per_class_rows(rep)
     return ["<h2>Per class: precision / recall / F1 (pooled out-of-fold predictions)</h2>",
-            html_table(["class", "support", *names], rows, what="classes")]
+            html_table(header, rows, what="classes")]
 
 
 def _confusion(rep, figures: dict) -> list:

@@ -109,7 +109,9 @@ def _heads_section(rep) -> list:
     return out + ["## Per fold", "", markdown_table(header, rows)]
 
 
-def _per_class_section(rep) -> list:
+def per_class_rows(rep) -> tuple[list, list]:
+    """``(header, rows)`` of the per-class table: class, support, then one
+    ``precision / recall / F1`` cell per head (pooled out-of-fold predictions)."""
     names = list(rep.heads)
     rows = []
     for cls in rep.classes:
@@ -120,8 +122,12 @@ def _per_class_section(rep) -> list:
                          f"{c.get('f1-score', 0):.2f}")
         support = rep.heads[names[0]].classification_report.get(cls, {}).get("support", 0)
         rows.append([cls, int(support), *cells])
+    return ["class", "support", *names], rows
+
+
+def _per_class_section(rep) -> list:
     return ["## Per class (pooled out-of-fold predictions): precision / recall / F1", "",
-            markdown_table(["class", "support", *names], rows)]
+            markdown_table(*per_class_rows(rep))]
 
 
 def confused_pairs(matrix, classes: list, n: int = TOP_CONFUSED) -> list:
