@@ -28,10 +28,7 @@ def input_shape(args, X):
     """Arrays carry their own shape; files are decoded to --image-size (else the default)."""
     if getattr(args, "image_size", None) is None or np.asarray(X).ndim != 1:
         return None
-    if not 8 <= args.image_size <= MAX_IMAGE_SIZE:
-        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
-                         f"got {args.image_size}")
-    return (args.image_size, args.image_size, 3)
+    return (args.image_size, args.image_size, 3)  # checked by check_options
 
 
 def table(rows) -> str:
@@ -172,6 +169,13 @@ def _at_least(flag, low):
     return check
 
 
+def _check_image_size(size):
+    _at_least("--image-size", 8)(size)
+    if size > MAX_IMAGE_SIZE:  # a decoded image this large would exhaust memory
+        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
+                         f"got {size}")
+
+
 def _check_heads(value):
     from classifiers import HEADS
 
@@ -198,7 +202,7 @@ def _check_tpr(value):
 # option (its args attribute) -> check of its value when given; each raises ValueError
 _RULES = {"heads": _check_heads, "cv": _at_least("--cv", 2),
           "n_jobs": _check_n_jobs, "open_set": _at_least("--open-set", 1),
-          "image_size": _at_least("--image-size", 8),
+          "image_size": _check_image_size,
           "batch_size": _at_least("--batch-size", 1), "top": _at_least("--top", 1),
           "target_tpr": _check_tpr}
 # command -> suffixes its --out may end with

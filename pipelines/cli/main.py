@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 from pipelines.cli import export as _cli_export  # noqa: E402
 from pipelines.cli import train as _cli_train  # noqa: E402
 from pipelines.cli import use as _cli_use  # noqa: E402
-from pipelines.cli.common import MAX_IMAGE_SIZE, check_options  # noqa: E402
+from pipelines.cli.common import check_options  # noqa: E402
 
 _PACKAGES = ("embedder", "classifiers", "pipelines")
 
@@ -348,11 +348,7 @@ def _check_scheduler(args):
 
 
 def _check_image_limits(args):
-    """Check --image-size and apply --max-pixels before any file is read."""
-    size = getattr(args, "image_size", None)
-    if size is not None and not 8 <= size <= MAX_IMAGE_SIZE:
-        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
-                         f"got {size}")
+    """Apply --max-pixels before any file is read (--image-size: ``check_options``)."""
     if args.max_pixels is None:
         return
     if args.max_pixels < 1:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.cli.common import (
-    MAX_IMAGE_SIZE,
     Progress,
     ProgressTransformer,
     input_shape,
@@ -193,8 +192,5 @@ def _embed_shape(args, X, channels):
     """Shape images are brought to: --image-size for files (else 112), arrays' own size."""
     if np.asarray(X).ndim != 1:
         return (*np.asarray(X).shape[1:3], channels)
-    size = 112 if args.image_size is None else args.image_size
-    if not 8 <= size <= MAX_IMAGE_SIZE:
-        raise ValueError(f"--image-size must be between 8 and {MAX_IMAGE_SIZE} pixels, "
-                         f"got {size}")
+    size = 112 if args.image_size is None else args.image_size  # checked by check_options
     return (size, size, channels)
