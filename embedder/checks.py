@@ -1,20 +1,26 @@
 """The one home of input checks shared by the estimators, the pipelines and the CLI.
 
 Pure Python and NumPy (no TensorFlow), so ``classifiers`` and reports may use it.
-Messages name the argument, say what was expected and what was received, and list at
-most a few items with a count (:func:`few`).
+Messages name the argument, say what was expected and what was received, list at most
+a few items with a count (:func:`few`) and stay under :data:`MESSAGE_LIMIT` characters;
+a foreign text (a library's exception) goes in through :func:`summary`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
 __all__ = [
-    "check_existing_files", "check_images", "check_non_empty", "check_two_classes",
-    "column_labels", "few", "is_paths",
+    "MESSAGE_LIMIT", "check_existing_files", "check_images", "check_non_empty",
+    "check_two_classes", "column_labels", "few", "is_paths", "summary",
 ]
+
+#: Longest error message, in characters (the CLI's whole ``triplet: error: ...`` line).
+MESSAGE_LIMIT = 300
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _plain(item):
@@ -52,6 +58,47 @@ def few(items, n=5, formatter=repr):
     if len(items) <= n:
         return shown
     return f"{shown} and {len(items) - n} more ({len(items)} in all)"
+
+
+def summary(text, limit=MESSAGE_LIMIT, *, hint=""):
+    """``text`` on one line of at most ``limit`` characters.
+
+    Whitespace (newlines too) collapses to single spaces and terminal colour codes go.
+    A longer text keeps its start, which names the file or argument, and ends with how
+    much was cut. An exception gives its text, or its type's name when that is empty.
+
+    Parameters
+    ----------
+    text : str or BaseException
+        The message, e.g. a library's exception.
+    limit : int, default=MESSAGE_LIMIT
+        Most characters returned.
+    hint : str, default=""
+        Appended inside the parentheses of a cut text, e.g. ``"; --verbose shows all"``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> summary("a\\n  b")
+    'a b'
+    >>> summary("x" * 50, limit=40)
+    'xxxxxxxxxxxxxxxx... (34 more characters)'
+    """
+    if isinstance(text, BaseException):
+        text = str(text) or type(text).__name__
+    text = " ".join(_TERMINAL_CODES.sub("", str(text)).split())
+    if len(text) <= limit:
+        return text
+    cut = len(text)  # the count's own digits shrink what is kept: settle in two rounds
+    for _ in range(2):
+        kept = limit - len(f"... ({cut} more characters{hint})")
+        if kept < 1:  # no room to say how much was cut
+            return text[:limit]
+        cut = len(text) - len(text[:kept].rstrip())
+    return text[:kept].rstrip() + f"... ({cut} more characters{hint})"
 
 
 def column_labels(y, name="y"):

@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "clean_stale_temporaries",
+    "os_errors_named",
     "temporary_name",
 ]
 
@@ -67,6 +68,30 @@ def temporary_name(target_name, suffix=None):
         :func:`clean_stale_temporaries` tell a crashed writer from a running one.
     """
     return f".{target_name}.{os.getpid()}-{uuid.uuid4().hex}.tmp{suffix or ''}"
+
+
+@contextlib.contextmanager
+def os_errors_named(path, action="cannot write"):
+    """OS errors of the body that name no file say ``action path`` instead.
+
+    ``write()`` failing on a full disk or at the file-size limit raises an ``OSError``
+    without a file name ("[Errno 28] No space left on device"); here it becomes
+    ``OSError(errno, "cannot write <path>: No space left on device")``, of the same
+    subclass. Errors that already name a file pass unchanged.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file the body writes.
+    action : str, default="cannot write"
+        What the message says was not possible, before ``path``.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, f"{action} {os.fspath(path)}: {exc.strerror}") from exc
 
 
 def _fsync_file(path):
@@ -231,6 +256,9 @@ def atomic_path(path, *, suffix=None) -> Iterator[Path]:
     ValueError
         If ``path`` is a folder or a part of its folder is a regular file, or if the
         body finished without creating the temporary file.
+    OSError
+        Naming ``path`` when the body's error named no file (disk full, file-size
+        limit: :func:`os_errors_named`).
 
     Notes
     -----
@@ -252,7 +280,7 @@ def atomic_path(path, *, suffix=None) -> Iterator[Path]:
     _prepare_folder(path)
     clean_stale_temporaries(path.parent, path.name)
     tmp = path.with_name(temporary_name(path.name, suffix))
-    with _writer_lock(tmp):
+    with _writer_lock(tmp), os_errors_named(path):
         try:
             yield tmp
             if not tmp.is_file():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 from numbers import Integral
 
 from sklearn.base import BaseEstimator
 
 from classifiers.sklearn_compat import Interval, fit_context
 from embedder.base import EmbedderBase
-from embedder.checks import check_non_empty
+from embedder.checks import check_non_empty, summary
 from embedder.embedding_cache import EmbeddingCache
 
 
@@ -126,10 +125,10 @@ class FrozenEmbedder(EmbedderBase, BaseEstimator):
         except ValueError:
             raise
         except Exception as exc:  # Keras/TF raise many types for a wrong input
-            message = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(exc).split()))[:300]
             raise ValueError(
                 f"encoder file {os.fspath(self.encoder)!r} cannot embed images of shape "
-                f"{tuple(self.input_shape_)}: {type(exc).__name__}: {message}") from exc
+                f"{tuple(self.input_shape_)}: {summary(f'{type(exc).__name__}: {exc}', 150)}"
+            ) from exc
         if out.ndim != 2:
             raise ValueError(
                 f"encoder file {os.fspath(self.encoder)!r} is not an image encoder: it "

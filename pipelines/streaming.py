@@ -99,14 +99,9 @@ def write_embeddings(blocks: Iterable, n: int, dim: int, path, *, columns=None) 
     writer = {".npy": _write_npy, ".csv": _write_csv, ".parquet": _write_parquet}[path.suffix]
     if path.suffix == ".parquet":
         _pyarrow()  # fail before any image is embedded
-    try:
-        with atomic_path(path) as tmp:
-            writer(_checked_blocks(blocks, n, dim), n, dim, tmp, columns)
-    except OSError as exc:
-        if exc.filename is not None or exc.errno is None:
-            raise
-        # disk full, file-size limit: errors of write() carry no file name
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
+    # disk full, file-size limit: atomic_path names the file (write() errors name none)
+    with atomic_path(path) as tmp:
+        writer(_checked_blocks(blocks, n, dim), n, dim, tmp, columns)
     return path
 
 

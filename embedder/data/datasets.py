@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.checks import check_existing_files, check_two_classes, few
+from embedder.checks import check_existing_files, check_two_classes, few, summary
 from embedder.data.decoding import IMAGE_EXTENSIONS
 
 __all__ = ["BUILTINS", "FASHION_MNIST_CLASSES", "load_dataset", "load_fashion_mnist"]
@@ -133,7 +133,8 @@ def _load_csv(csv):
     try:
         table = pd.read_csv(csv)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"CSV file {str(csv)!r} could not be read: {err}") from err
+        raise ValueError(f"CSV file {str(csv)!r} could not be read: "
+                         f"{summary(err, 120)}") from err
     if not {"path", "label"} <= set(table.columns):
         raise ValueError(
             f"CSV file {str(csv)!r} must have columns ['path', 'label'], "

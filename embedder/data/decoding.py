@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from embedder.checks import summary
 from embedder.models.preprocessing import check_input_shape, convert_channels
 
 __all__ = [
@@ -84,6 +85,12 @@ def get_max_pixels():
     return _BUDGET["max_pixels"]
 
 
+def _reason(err, path) -> str:
+    """A decoder's error, short and without the path the message already names."""
+    text = str(err).replace(f" {str(path)!r}", "").replace(str(path), "the file")
+    return summary(text or type(err).__name__, 120)
+
+
 def _too_large(path, pixels, detail="", limit=None):
     limit = _BUDGET["max_pixels"] if limit is None else limit
     return ValueError(
@@ -115,7 +122,8 @@ def _bomb_errors(path):
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         found = _PILLOW_SIZE.search(str(err))
         if found is None:
-            raise ValueError(f"cannot read image file {str(path)!r}: {err}") from None
+            raise ValueError(
+                f"cannot read image file {str(path)!r}: {_reason(err, path)}") from None
         limit = min(_BUDGET["max_pixels"], Image.MAX_IMAGE_PIXELS or _BUDGET["max_pixels"])
         raise _too_large(path, int(found.group(1)), limit=limit) from None
 
@@ -140,7 +148,8 @@ def check_pixels(path):
         with _bomb_errors(path), Image.open(path) as img:
             _check_opened(img, path)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
+        raise ValueError(
+            f"cannot read image file {str(path)!r}: {_reason(err, path)}") from err
 
 
 def _checked(path):
@@ -223,11 +232,13 @@ def pil_array(path, channels):
             _check_opened(img, path)
             return _pillow_image(img, path, channels)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
+        raise ValueError(
+            f"cannot read image file {str(path)!r}: {_reason(err, path)}") from err
     except ValueError as err:
         if str(err).startswith("cannot read image file"):
             raise
-        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
+        raise ValueError(
+            f"cannot read image file {str(path)!r}: {_reason(err, path)}") from err
 
 
 def fit_to_shape(images, shape):

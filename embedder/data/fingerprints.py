@@ -41,7 +41,8 @@ def image_fingerprints(X) -> np.ndarray:
             try:
                 out.append(_digest(Path(path).read_bytes()))
             except OSError as exc:
-                raise ValueError(f"cannot read image file {str(path)!r}: {exc}") from exc
+                raise ValueError(f"cannot read image file {str(path)!r}: "
+                                 f"{exc.strerror or exc}") from exc
         return np.asarray(out, dtype=str)
     if arr.ndim < 2:
         raise ValueError(

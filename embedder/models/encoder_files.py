@@ -120,9 +120,12 @@ def _read_fingerprints(path, digest) -> np.ndarray:
 
 def model_to_bytes(model) -> bytes:
     """The ``.keras`` archive of ``model`` as bytes."""
+    from embedder.files import os_errors_named
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "encoder.keras"
-        model.save(path)
+        path = Path(tmp) / "encoder.keras"  # Keras writes archives to files only
+        with os_errors_named(path, "cannot save the encoder to"):  # a full temporary folder
+            model.save(path)
         return path.read_bytes()
 
 
@@ -134,15 +137,14 @@ def model_from_bytes(data, *, safe_mode=True, name="encoder bytes"):
     ValueError
         Naming ``name`` when the bytes are not a Keras model archive.
     """
+    from embedder.files import os_errors_named
     from embedder.models.encoders import load_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "encoder.keras"
-        path.write_bytes(data)
-        try:
-            return load_encoder(path, safe_mode=safe_mode)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace(os.fspath(path), name)) from exc
+        path = Path(tmp) / "encoder.keras"  # Keras reads archives from files only
+        with os_errors_named(path, f"cannot copy {name} to"):  # a full temporary folder
+            path.write_bytes(data)
+        return load_encoder(path, safe_mode=safe_mode, name=name)
 
 
 def check_encoder_channels(model, input_shape, path) -> None:

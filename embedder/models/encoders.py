@@ -27,6 +27,7 @@ from collections.abc import Callable
 import keras
 from keras import layers, ops
 
+from embedder.checks import summary
 from embedder.models.preprocessing import check_input_shape, preprocess, target_size
 
 ENCODERS: dict[str, Callable] = {}
@@ -183,7 +184,7 @@ def _imagenet_unavailable(err) -> str:
     cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
                          "models")
     target = os.path.join(cache, found.group(1)) if found else f"a file in {cache}"
-    return (f"weights='imagenet' could not be downloaded ({' '.join(str(err).split())[:200]});"
+    return (f"weights='imagenet' could not be downloaded ({summary(err, 150)});"
             f" offline, copy the Keras Applications weights file to {target}")
 
 
@@ -255,24 +256,45 @@ def build_encoder(name="seed_cnn", input_shape=(112, 112, 3), embedding_dim=128,
     except (ValueError, OSError) as err:
         if weights is None:
             raise
-        raise ValueError(f"weights file {weights!r} could not be loaded: {err}") from err
+        raise ValueError(f"weights file {weights!r} could not be loaded: "
+                         f"{summary(err, 150)}") from err
     return model
 
 
-def load_encoder(path, *, safe_mode=True):
+def load_encoder(path, *, safe_mode=True, name=None):
     """Load a saved ``.keras`` encoder; ``ValueError`` naming ``path`` if it is not one.
 
     ``safe_mode=True`` (Keras's own) refuses archives that would run arbitrary code.
+    ``name``: what messages call the file (default ``path``), e.g. the file whose bytes
+    were copied to ``path``.
     """
     path = os.fspath(path)
+    shown = path if name is None else str(name)
     if not os.path.isfile(path):
-        raise ValueError(f"encoder file {path!r} does not exist")
+        raise ValueError(f"encoder file {shown!r} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"encoder file {path!r} is not a Keras model (.keras zip archive)")
+        raise ValueError(f"encoder file {shown!r} is not a Keras model (.keras zip archive)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as err:  # Keras raises many types for a damaged archive
-        raise ValueError(f"encoder file {path!r} is not a loadable Keras model: {err}") from err
+        # a KeyError's text is the repr of its key: the key itself reads better
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        raise ValueError(_unloadable(shown, text.replace(path, shown))) from err
     if not isinstance(model, keras.Model):
-        raise ValueError(f"encoder file {path!r} holds a {type(model).__name__}, not a model")
+        raise ValueError(f"encoder file {shown!r} holds a {type(model).__name__}, not a model")
     return model
+
+
+def _unloadable(name, text) -> str:
+    """Why Keras could not load the encoder file ``name``, from Keras's ``text``, short.
+
+    Keras nests the errors of the layers it rebuilds, each with its whole config
+    ("... config={...}. Exception encountered: ..."): the innermost one says what failed.
+    """
+    if "safe_mode" in text:  # a Python lambda or other code: Keras's first sentence says
+        what = text.split(". ")[0].rstrip(".").removeprefix("Requested the deserialization of ")
+        return (f"encoder file {name!r} is refused by Keras's safe mode ({summary(what, 100)}: "
+                "its code would run); use safe_mode=False only if you trust its author")
+    lines = text.rsplit("Exception encountered:", 1)[-1].strip().splitlines()
+    reason = summary(lines[0], 150) if lines else "no reason given"
+    return f"encoder file {name!r}: Keras could not rebuild the model from it ({reason})"

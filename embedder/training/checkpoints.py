@@ -5,7 +5,9 @@ by a run on other data, with other settings or another architecture would be res
 silently (or fail deep inside Keras), so the folder gets a manifest, ``run.json``: a
 digest of the training images and labels, the settings and the encoder's weight shapes.
 A later run resumes only when all three match; otherwise it stops with a ``ValueError``
-naming ``checkpoint_dir``.
+naming ``checkpoint_dir``. A damaged backup (its metadata not JSON, its weights file
+truncated) stops the run the same way, naming the file, instead of with the parser's or
+HDF5's own text (:class:`CheckedBackupAndRestore`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import json
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
+
+from embedder.checks import summary
 
 MANIFEST = "run.json"
 HISTORY = "history.json"
 #: Where ``keras.callbacks.BackupAndRestore`` records the epoch it resumes at.
 BACKUP_METADATA = "training_metadata.json"
+#: The weights ``keras.callbacks.BackupAndRestore`` restores.
+WEIGHTS = "latest.weights.h5"
 #: Settings that do not change what is trained.
 _IGNORED_SETTINGS = ("verbose", "checkpoint_dir")
 
@@ -95,12 +102,16 @@ def _read(path) -> dict:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"checkpoint_dir manifest {os.fspath(path)!r} is unreadable: "
-                         f"{exc}") from exc
+        raise _bad_manifest(path, _unreadable(exc)) from exc
     if not isinstance(data, dict):
-        raise ValueError(f"checkpoint_dir manifest {os.fspath(path)!r} must hold a JSON "
-                         f"object, got {type(data).__name__}")
+        raise _bad_manifest(path, f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _bad_manifest(path, problem) -> ValueError:
+    return ValueError(
+        f"checkpoint_dir manifest {os.fspath(path)!r} is damaged ({problem}): which run "
+        "the folder holds is unknown; delete the folder to start fresh")
 
 
 def _compare(folder, saved, current) -> None:
@@ -127,14 +138,51 @@ def resume_epoch(backup_dir) -> int | None:
     """The epoch a ``BackupAndRestore`` in ``backup_dir`` resumes ``fit`` at; None if none.
 
     The data sampler is moved there before ``fit``, so a resumed run trains its remaining
-    epochs on the batches the uninterrupted run would have drawn. A metadata file that
-    cannot be read gives None: Keras then reports the problem when it restores.
+    epochs on the batches the uninterrupted run would have drawn.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder and the file, when the metadata file is there but damaged
+        (not JSON, or no non-negative ``"epoch"``): the backup cannot be resumed.
     """
     path = Path(backup_dir) / BACKUP_METADATA
+    if not os.path.lexists(path):
+        return None
     try:
-        epoch = json.loads(path.read_text(encoding="utf-8")).get("epoch")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(backup_dir, BACKUP_METADATA, _unreadable(exc)) from exc
+    epoch = metadata.get("epoch") if isinstance(metadata, dict) else None
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        return None
+        raise _damaged(backup_dir, BACKUP_METADATA,
+                       f"expected {{\"epoch\": N >= 0, ...}}, got {summary(metadata, 60)}")
     return epoch
+
+
+def _unreadable(exc) -> str:
+    """Why a JSON file could not be read, short (the parser's position adds nothing)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {exc.msg}"
+    return summary(f"{type(exc).__name__}: {exc}", 100)
+
+
+def _damaged(backup_dir, name, problem) -> ValueError:
+    return ValueError(
+        f"checkpoint_dir {os.fspath(backup_dir)!r} cannot be resumed: its {name} is damaged "
+        f"({summary(problem, 110)}); delete the folder to train from the first epoch")
+
+
+class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` that refuses a damaged backup in one line.
+
+    Keras would fail with the JSON parser's or HDF5's own text, which names neither the
+    folder nor what to do; here a ``ValueError`` names the folder and the damaged file.
+    """
+
+    def on_train_begin(self, logs=None):
+        resume_epoch(self.backup_dir)  # the metadata, before Keras reads it
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # h5py, Keras
+            raise _damaged(self.backup_dir, WEIGHTS, str(exc) or type(exc).__name__) from exc

@@ -29,7 +29,7 @@ import keras
 
 from embedder.models.encoders import HEAD_LAYER_NAMES
 from embedder.training.callbacks import ScheduleLogger
-from embedder.training.checkpoints import resume_epoch
+from embedder.training.checkpoints import CheckedBackupAndRestore, resume_epoch
 
 FROZEN = "frozen"
 FINE_TUNE = "fine_tune"
@@ -151,10 +151,10 @@ def phase_backup(checkpoint_dir, phases, index):
     if checkpoint_dir is None:
         return None
     if index == len(phases) - 1:
-        return keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir))
+        return CheckedBackupAndRestore(os.fspath(checkpoint_dir))
     folder = os.path.join(os.fspath(checkpoint_dir),
                           f"phase{index + 1}_{phases[index].backbone}")
-    return keras.callbacks.BackupAndRestore(folder, delete_checkpoint=False)
+    return CheckedBackupAndRestore(folder, delete_checkpoint=False)
 
 
 class SpanningCallback(keras.callbacks.Callback):

@@ -38,6 +38,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from embedder.checks import summary
 from embedder.training.callbacks import RetrievalValidation, ScheduleLogger
 
 #: Subfolder of ``checkpoint_dir`` holding the multi-worker loop's state.
@@ -358,10 +359,11 @@ def train_multi_worker(run):
         for callback in callbacks:
             callback.on_train_end()
     except _lost_errors() as exc:
-        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise WorkerLost(f"multi-worker training lost a worker ({type(exc).__name__}: "
-                         f"{first_line}); restart every worker with the same checkpoint_dir "
-                         "to resume from the chief's last checkpoint") from exc
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        reason = summary(f"{type(exc).__name__}: {first_line}", 150)
+        raise WorkerLost(f"multi-worker training lost a worker ({reason}); restart every "
+                         "worker with the same checkpoint_dir to resume from the chief's "
+                         "last checkpoint") from exc
     finally:
         if not is_chief(strategy) and run.config.checkpoint_dir is not None:
             shutil.rmtree(run.config.checkpoint_dir, ignore_errors=True)

@@ -1,8 +1,11 @@
 """The ``triplet`` command line: train, evaluate, predict, embed, search, demo.
 
 DATA is a folder with one sub-folder per class, a CSV with ``path,label`` columns, or a
-built-in data set name (``digits``, ``fashion-mnist``). User mistakes end with exit code 1
-and one line ``triplet: error: ...`` on stderr; ``--verbose`` shows the traceback instead.
+built-in data set name (``digits``, ``fashion-mnist``). User mistakes, bad files and the
+machine's limits (memory, disk) end with exit code 1 and one line ``triplet: error: ...``
+of at most 300 characters on stderr, naming the option or file; another library's error
+(TensorFlow, pickle, zip) is summarised there. ``--verbose`` shows the traceback instead.
+Programming errors keep their traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import warnings
@@ -17,12 +21,19 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
+from embedder.checks import MESSAGE_LIMIT, summary  # noqa: E402
 from pipelines.cli import export as _cli_export  # noqa: E402
 from pipelines.cli import train as _cli_train  # noqa: E402
 from pipelines.cli import use as _cli_use  # noqa: E402
 from pipelines.cli.common import check_options  # noqa: E402
 
 _PACKAGES = ("embedder", "classifiers", "pipelines")
+#: Start of the one line of a user error on stderr.
+ERROR_PREFIX = "triplet: error: "
+# command -> the options whose smaller values need less memory
+_SMALLER = {"embed": "--batch-size or --image-size",
+            "train": "--image-size, --classes-per-batch or --samples-per-class",
+            "evaluate": "--image-size, --classes-per-batch or --samples-per-class"}
 
 
 # Sub-command -> the example shown at the end of its --help.
@@ -322,20 +333,58 @@ def _run(command, args) -> int:
     """Run ``command``; user errors become one line and exit 1, interrupts exit 130."""
     try:
         check_options(args)  # before any model or data is loaded
-        _check_image_limits(args)
-        _check_scheduler(args)
-        with warnings.catch_warnings():
-            warnings.showwarning = _warning_printer(args.verbose)
-            return command(args) or 0
+        with _pixel_budget(args.max_pixels):
+            _check_scheduler(args)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_printer(args.verbose)
+                return command(args) or 0
     except (ValueError, TypeError, OSError) as exc:
-        if args.verbose:
-            raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"triplet: error: {message}", file=sys.stderr)
-        return 1
+        return _error(exc, args)
+    # evaluated when raised: TensorFlow's errors only once something imported it
+    except _foreign_errors() as exc:
+        return _error(exc, args)
     except KeyboardInterrupt:
         print("triplet: interrupted", file=sys.stderr)
         return 130
+
+
+def _foreign_errors() -> tuple:
+    """Errors of other libraries and of the machine that bad files or too little memory
+    cause; programming errors (AttributeError, NameError, ...) keep their traceback."""
+    import pickle
+    import zipfile
+
+    kinds = [MemoryError, EOFError, ImportError, zipfile.BadZipFile, pickle.UnpicklingError]
+    errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+    if errors is not None:
+        kinds.append(errors.OpError)  # ResourceExhaustedError, InvalidArgumentError, ...
+    return tuple(kinds)
+
+
+def _error(exc, args) -> int:
+    """Print ``exc`` as one ``triplet: error:`` line (exit 1); --verbose re-raises it."""
+    if args.verbose:
+        raise exc
+    message = _message(exc, args.command)
+    print(ERROR_PREFIX + summary(message, MESSAGE_LIMIT - len(ERROR_PREFIX),
+                                 hint="; --verbose shows all"), file=sys.stderr)
+    return 1
+
+
+def _message(exc, command) -> str:
+    """Our own errors' text; another library's error prefixed with its type, and memory
+    running out said so, with the options that use less."""
+    if isinstance(exc, (ValueError, TypeError, OSError, ImportError)):
+        return str(exc) or type(exc).__name__
+    # TensorFlow's op errors start with the graph node ("{{function_node ...}} ")
+    text = re.sub(r"\{\{.*?\}\}\s*", "", getattr(exc, "message", None) or str(exc))
+    reason = f"{type(exc).__name__}: {text}" if text.strip() else type(exc).__name__
+    kind = getattr(sys.modules.get("tensorflow"), "errors", None)
+    if isinstance(exc, MemoryError) or (
+            kind is not None and isinstance(exc, kind.ResourceExhaustedError)):
+        return (f"memory ran out ({summary(reason, 200)}): try a smaller "
+                f"{_SMALLER.get(command, '--image-size')}")
+    return reason
 
 
 def _check_scheduler(args):
@@ -347,15 +396,23 @@ def _check_scheduler(args):
     probe_scheduler(args.scheduler, args.scheduler_timeout)
 
 
-def _check_image_limits(args):
-    """Apply --max-pixels before any file is read (--image-size: ``check_options``)."""
-    if args.max_pixels is None:
+@contextlib.contextmanager
+def _pixel_budget(max_pixels):
+    """--max-pixels for this command only (--image-size: ``check_options``): ``main``
+    may run again in this process, with the default."""
+    if max_pixels is None:
+        yield
         return
-    if args.max_pixels < 1:
-        raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
-    from embedder.data.decoding import set_max_pixels
+    if max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1, got {max_pixels}")
+    from embedder.data.decoding import get_max_pixels, set_max_pixels
 
-    set_max_pixels(args.max_pixels)
+    previous = get_max_pixels()
+    set_max_pixels(max_pixels)
+    try:
+        yield
+    finally:
+        set_max_pixels(previous)
 
 
 def _import_tensorflow_quietly():

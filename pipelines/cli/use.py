@@ -41,16 +41,24 @@ def _collect_images(items) -> list:
 
 def _check_not_an_encoder(path) -> None:
     """A ``.keras`` encoder given where a pipeline is needed gets told what to do."""
-    import zipfile
-
     with open(path, "rb") as file:
         is_zip = file.read(4) == b"PK\x03\x04"  # a pickle may hold a .keras zip inside
-    if Path(path).suffix == ".keras" or (
-            is_zip and "config.json" in zipfile.ZipFile(path).namelist()):
-        raise ValueError(f"model file {str(path)!r} is an encoder (a Keras model), not a "
-                         "pipeline with a head: this is an encoder: use `triplet embed` or "
-                         "`triplet search`; predict needs the model.joblib of `triplet "
-                         "evaluate`")
+    if Path(path).suffix == ".keras" or (is_zip and _holds_keras_config(path)):
+        raise ValueError(f"model file {str(path)!r} is an encoder, not a pipeline with a "
+                         "head: use it with `triplet embed` or `triplet search`; predict "
+                         "needs the model.joblib of `triplet evaluate`")
+
+
+def _holds_keras_config(path) -> bool:
+    """Whether the zip archive ``path`` is a Keras model (a damaged zip is not: loading it
+    as a pipeline then says what is wrong with it)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "config.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def predict(args):

@@ -40,6 +40,7 @@ import joblib
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from embedder.checks import summary
 from embedder.files import atomic_write_bytes, atomic_write_text
 from pipelines.persistence.sidecar import (
     sidecar_metadata,
@@ -147,16 +148,18 @@ def _deserialise(path, data, skops_format):
         return load()
     except ImportError as exc:
         raise ImportError(
-            f"loading {path} needs the module {exc.name!r}, which cannot be imported: {exc}",
+            f"loading {path} needs the module {exc.name!r}, which cannot be imported: "
+            f"{summary(exc, 100)}",
             name=exc.name,
         ) from exc
+    except ValueError as exc:  # says why itself, e.g. Keras's safe mode refusing a lambda
+        raise ValueError(f"cannot read pipeline file {path}: {summary(exc, 200)}") from exc
     except Exception as exc:  # any deserialising failure: truncated, corrupt, wrong format
         kind = ".skops" if skops_format else "joblib"
         raise ValueError(
             f"cannot read pipeline file {path} (truncated or not a {kind} file?): "
-            f"{type(exc).__name__}: {exc}"
+            f"{summary(f'{type(exc).__name__}: {exc}', 120)}"
         ) from exc
-
 
 
 def load_pipeline(path, *, trusted=False, check_versions=True):

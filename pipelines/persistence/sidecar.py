@@ -24,6 +24,7 @@ from pathlib import Path
 
 import sklearn
 
+from embedder.checks import summary
 from pipelines.text import jsonable
 
 FORMAT_VERSION = 1
@@ -107,19 +108,23 @@ def _read_sidecar(sidecar):
     if not os.path.lexists(sidecar):
         return None, f"it has no sidecar {sidecar.name}"
     if not sidecar.is_file():
-        return None, f"its sidecar {sidecar} is not a regular file"
+        return None, f"its sidecar {sidecar.name} is not a regular file"
     try:
         metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        return None, f"its sidecar {sidecar.name} is not JSON ({exc.msg})"
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return None, f"its sidecar {sidecar} cannot be read ({type(exc).__name__}: {exc})"
+        reason = summary(f"{type(exc).__name__}: {exc}", 80)
+        return None, f"its sidecar {sidecar.name} cannot be read ({reason})"
     if not isinstance(metadata, dict):
         kind = type(metadata).__name__
-        return None, f"its sidecar {sidecar} must hold a JSON object, got a {kind}"
+        return None, f"its sidecar {sidecar.name} must hold a JSON object, got a {kind}"
     if not isinstance(metadata.get("versions", {}), dict):
         kind = type(metadata["versions"]).__name__
-        return None, f"its sidecar {sidecar} has 'versions' of type {kind}, expected an object"
+        return None, (f"its sidecar {sidecar.name} has 'versions' of type {kind}, expected an "
+                      "object")
     if not isinstance(metadata.get("sha256"), str):
-        return None, f"its sidecar {sidecar} has no sha256 string of the model file"
+        return None, f"its sidecar {sidecar.name} has no sha256 string of the model file"
     return metadata, None
 
 
@@ -149,10 +154,8 @@ def _check_digests(path, sidecar, metadata, data):
     """The reason ``data`` does not match the sidecar (sha256, then HMAC), or None."""
     actual = hashlib.sha256(data).hexdigest()
     if metadata["sha256"] != actual:
-        return (
-            f"{Path(path).name} does not match its sidecar {sidecar.name} (sha256): "
-            "altered, truncated, or an interrupted save"
-        )
+        return (f"it does not match its sidecar {sidecar.name} (sha256): altered, "
+                "truncated, or an interrupted save")
     key = _signing_key()
     if key is None:
         return None
@@ -181,8 +184,8 @@ def verify_against_sidecar(path, data, *, required, trusted, check_versions):
                       stacklevel=3)
     elif required:
         raise ValueError(
-            f"refusing to load {path}: {problem}. Unpickling runs its author's code: pass "
-            "trusted=True (CLI: --trust) only for a source you trust, or use .skops"
+            f"refusing to load {path}: {problem}. Unpickling runs its code: pass "
+            "trusted=True (CLI: --trust) only for a source you trust"
         )
     else:
         raise ValueError(f"refusing to load {path}: {problem}; pass trusted=True (CLI: "

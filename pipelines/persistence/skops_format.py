@@ -13,7 +13,7 @@ import importlib
 
 import numpy as np
 
-from embedder.checks import few
+from embedder.checks import few, summary
 
 #: Modules whose *classes* a ``.skops`` file may instantiate (besides skops's defaults).
 SKOPS_ALLOWED_MODULES = ("sklearn.", "embedder.", "classifiers.", "numpy.", "scipy.sparse.")
@@ -67,7 +67,7 @@ def skops_trusted_types(path, data):
     except Exception as exc:  # zip/JSON errors of a corrupt file
         raise ValueError(
             f"cannot read pipeline file {path} (truncated or not a .skops file?): "
-            f"{type(exc).__name__}: {exc}"
+            f"{summary(f'{type(exc).__name__}: {exc}', 120)}"
         ) from exc
     if refused:
         raise ValueError(

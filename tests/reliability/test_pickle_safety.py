@@ -76,7 +76,7 @@ def test_sidecar_folder_is_refused(evil):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("{broken", r"cannot be read \(JSONDecodeError"),
+        ("{broken", r"is not JSON \(Expecting property name enclosed in double quotes\)"),
         ('"a string"', "must hold a JSON object, got a str"),
         ('{"versions": "1.9", "sha256": "0"}', "has 'versions' of type str, expected an object"),
         ('{"versions": {}, "sha256": null}', "has no sha256 string of the model file"),
@@ -92,7 +92,7 @@ def test_mismatched_sidecar_is_refused(evil, head, tmp_path):
     path, marker = evil
     genuine = save_pipeline(head[0], tmp_path / "genuine.joblib")
     sidecar_path(path).write_text(sidecar_path(genuine).read_text())
-    _refused(path, marker, r"model\.joblib does not match its sidecar model\.joblib\.json")
+    _refused(path, marker, r"model\.joblib: it does not match its sidecar model\.joblib\.json")
 
 
 def test_forged_sidecar_without_signature_is_refused(evil, monkeypatch):

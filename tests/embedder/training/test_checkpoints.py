@@ -11,8 +11,21 @@ def test_resume_epoch_reads_the_backups_metadata(tmp_path):
     assert resume_epoch(tmp_path) == 3
 
 
-@pytest.mark.parametrize("text", ["not json", "[3]", '{"epoch": -1}', '{"epoch": true}',
-                                  '{"epoch": 2.5}', '{"batch": 1}', "\udcff"])
-def test_resume_epoch_of_damaged_metadata_is_none(tmp_path, text):
+@pytest.mark.parametrize(("text", "problem"), [
+    ("not json", "not JSON: Expecting value"),
+    ("\udcff", "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: "
+                "invalid start byte"),
+    ("[3]", 'expected {"epoch": N >= 0, ...}, got [3]'),
+    ('{"epoch": -1}', "expected {\"epoch\": N >= 0, ...}, got {'epoch': -1}"),
+    ('{"epoch": true}', "expected {\"epoch\": N >= 0, ...}, got {'epoch': True}"),
+    ('{"epoch": 2.5}', "expected {\"epoch\": N >= 0, ...}, got {'epoch': 2.5}"),
+    ('{"batch": 1}', "expected {\"epoch\": N >= 0, ...}, got {'batch': 1}"),
+])
+def test_resume_epoch_refuses_damaged_metadata_naming_the_folder(tmp_path, text, problem):
+    # Keras would fail with the parser's text, or resume at a nonsense epoch
     (tmp_path / BACKUP_METADATA).write_bytes(text.encode("utf-8", "surrogateescape"))
-    assert resume_epoch(tmp_path) is None
+    with pytest.raises(ValueError) as info:
+        resume_epoch(tmp_path)
+    assert str(info.value) == (
+        f"checkpoint_dir {str(tmp_path)!r} cannot be resumed: its training_metadata.json is "
+        f"damaged ({problem}); delete the folder to train from the first epoch")

@@ -5,7 +5,7 @@ import pytest
 from embedder.metrics import retrieval_scores
 from embedder.models.encoders import build_encoder
 from embedder.training.callbacks import COLLAPSE_ADVICE
-from embedder.training.checkpoints import HISTORY, MANIFEST
+from embedder.training.checkpoints import BACKUP_METADATA, HISTORY, MANIFEST, WEIGHTS
 from embedder.training.config import TrainingConfig
 from embedder.training.run import build_training_run, run_training, split_validation, train_encoder
 
@@ -134,6 +134,26 @@ def test_checkpoint_of_another_run_is_refused(shapes16, tmp_path):
     (stray / "chkpt.weights.h5").write_bytes(b"x")
     with pytest.raises(ValueError, match=r"holds files of an unknown run \(no run.json\)"):
         _train(_encoder(), X, y, epochs=1, validation_fraction=0, checkpoint_dir=str(stray))
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda folder: (folder / BACKUP_METADATA).write_text("{"),
+     r"its training_metadata\.json is damaged \(not JSON: Expecting property name "
+     r"enclosed in double quotes\)"),
+    (lambda folder: (folder / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes()[:3000]),
+     r"its latest\.weights\.h5 is damaged \(Unable to synchronously open file "
+     r"\(truncated file: .*\)"),
+])
+def test_damaged_checkpoint_is_refused_naming_the_folder(shapes16, tmp_path, damage, problem):
+    X, y = shapes16
+    folder = tmp_path / "ckpt"
+    settings = dict(epochs=2, validation_fraction=0, checkpoint_dir=str(folder))
+    with pytest.raises(KeyboardInterrupt):
+        _train(_encoder(), X, y, callbacks=[_Interrupt(at_epoch=0)], **settings)
+    damage(folder)
+    with pytest.raises(ValueError, match=rf"^checkpoint_dir '{folder}' cannot be resumed: "
+                       rf"{problem}; delete the folder to train from the first epoch$"):
+        _train(_encoder(), X, y, **settings)
 
 
 def test_collapse_detector_fires_on_forced_collapse(shapes16):

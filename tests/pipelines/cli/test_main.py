@@ -340,11 +340,13 @@ def test_predict_writes_json_and_parquet_with_all_probabilities(workdir, evaluat
 
 def test_predict_tells_an_encoder_from_a_pipeline(workdir, trained, tmp_path):
     _assert_user_error(_run(["predict", trained[0], workdir / "images"]),
-                       r"'.*enc\.keras' is an encoder .*use `triplet embed` or `triplet search`")
+                       r"'.*enc\.keras' is an encoder, not a pipeline with a head: use it "
+                       r"with `triplet embed` or `triplet search`")
     renamed = tmp_path / "encoder.joblib"  # a .keras file under another name
     shutil.copy(trained[0], renamed)
     _assert_user_error(_run(["predict", renamed, workdir / "images"]),
-                       "this is an encoder: use `triplet embed` or `triplet search`")
+                       r"'.*encoder\.joblib' is an encoder, not a pipeline with a head: use it "
+                       r"with `triplet embed` or `triplet search`")
 
 
 def test_embed_and_search_show_progress(workdir, trained, evaluated, tmp_path):

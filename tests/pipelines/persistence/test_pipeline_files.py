@@ -136,9 +136,11 @@ def test_missing_file(tmp_path):
 
 def test_truncated_file(saved):
     saved.write_bytes(saved.read_bytes()[:200])
-    with pytest.raises(ValueError, match=r"refusing to load .*model\.joblib: .*model\.joblib "
-                       r"does not match its sidecar model\.joblib\.json \(sha256\): "
-                       r"altered, truncated, or an interrupted save"):
+    with pytest.raises(ValueError, match=r"refusing to load .*model\.joblib: it does not "
+                       r"match its sidecar model\.joblib\.json \(sha256\): "
+                       r"altered, truncated, or an interrupted save\. Unpickling runs its "
+                       r"code: pass trusted=True \(CLI: --trust\) only for a source you "
+                       r"trust$"):
         load_pipeline(saved)
     # trusted: a warning, then the unpickling itself fails; the error names the file
     with pytest.warns(UserWarning, match=r"loading .*model\.joblib unverified \(trusted=True\)"):
@@ -151,7 +153,7 @@ def test_altered_file(saved):
     raw = bytearray(saved.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     saved.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"model\.joblib does not match its sidecar"):
+    with pytest.raises(ValueError, match=r"model\.joblib: it does not match its sidecar"):
         load_pipeline(saved)
 
 
@@ -170,7 +172,7 @@ def test_missing_sidecar_is_refused_unless_trusted(data, fitted, tmp_path):
     path = tmp_path / "plain.joblib"
     joblib.dump(fitted, path)
     with pytest.raises(ValueError, match=r"refusing to load .*plain\.joblib: it has no sidecar "
-                       r"plain\.joblib\.json\. Unpickling runs its author's code: "
+                       r"plain\.joblib\.json\. Unpickling runs its code: "
                        r"pass trusted=True \(CLI: --trust\)"):
         load_pipeline(path)
     with pytest.warns(UserWarning, match=r"unverified \(trusted=True\): it has no sidecar"):
@@ -181,7 +183,8 @@ def test_missing_sidecar_is_refused_unless_trusted(data, fitted, tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("{not json", r"its sidecar .*model\.joblib\.json cannot be read \(JSONDecodeError"),
+        ("{not json", r"its sidecar model\.joblib\.json is not JSON \(Expecting property "
+                      r"name enclosed in double quotes\)\."),
         ("[1, 2]", "must hold a JSON object, got a list"),
         ('{"versions": [1], "sha256": "x"}', "has 'versions' of type list, expected an object"),
         ('{"versions": {}}', "has no sha256 string of the model file"),
