@@ -54,6 +54,7 @@ OPTIONAL = {
     "ann": ("benchmarks.ann", "Approximate nearest-neighbour head"),
     "scaling": ("benchmarks.scaling", "Scale-out: streaming and parallel folds"),
     "user_shape": ("benchmarks.user_shape", "The user's shape end to end: triplet evaluate"),
+    "photos": ("benchmarks.photos", "Colour photos from scratch: flowers 80/20"),
 }
 
 

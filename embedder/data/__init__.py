@@ -27,6 +27,7 @@ from embedder.data.decoding import (
 )
 from embedder.data.fingerprints import image_fingerprints, overlap
 from embedder.data.image_pipeline import (
+    decoded_in_memory,
     image_batches,
     iterate_batches,
     offline_triplet_dataset,
@@ -43,7 +44,8 @@ from embedder.data.sampling import PKSampler, check_class_sizes, random_triplets
 __all__ = [
     "AUGMENTATIONS", "BUILTINS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "PKSampler",
     "as_paths", "build_augmenter", "check_class_sizes", "check_pixels", "decode_errors",
-    "decode_file", "get_max_pixels", "image_batches", "image_fingerprints",
+    "decode_file", "decoded_in_memory", "get_max_pixels", "image_batches",
+    "image_fingerprints",
     "iterate_batches", "load_dataset", "load_fashion_mnist", "offline_triplet_dataset",
     "overlap", "path_column", "random_triplets", "read_image", "resolve_input_shape",
     "set_max_pixels", "shape_for_features", "training_dataset",

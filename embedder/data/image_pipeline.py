@@ -35,8 +35,8 @@ from embedder.data.decoding import (
 from embedder.models.preprocessing import check_input_shape
 
 __all__ = [
-    "decode_all", "image_batches", "iterate_batches", "offline_triplet_dataset",
-    "training_dataset",
+    "decode_all", "decoded_in_memory", "image_batches", "iterate_batches",
+    "offline_triplet_dataset", "training_dataset",
 ]
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -164,13 +164,12 @@ IN_GRAPH_MAX_BYTES = 1 << 30
 def _gather_dataset(X, index_batches, input_shape):
     """Images for a dataset of index vectors: gathered from memory or decoded from paths."""
     shape = check_input_shape(input_shape)
+    # Decoded once instead of once per epoch: decoding PNGs every epoch cost 16% of the
+    # training rate (benchmarks/input_pipeline.py); a bad file now fails here.
+    X = decoded_in_memory(X, shape)
     paths = _as_paths(X)
-    if paths is not None:
-        if len(paths) * int(np.prod(shape)) * 4 > IN_GRAPH_MAX_BYTES:
-            return _decoded_batches(index_batches, paths, shape)
-        # Decoded once instead of once per epoch: decoding PNGs every epoch cost 16% of
-        # the training rate (benchmarks/input_pipeline.py); a bad file now fails here.
-        X = decode_all(paths, shape)
+    if paths is not None:  # too large for memory: decoded again every epoch
+        return _decoded_batches(index_batches, paths, shape)
     X = check_images(X)
     if X.nbytes <= IN_GRAPH_MAX_BYTES:
         # A numpy_function per batch held the GIL and left a core idle between steps.
@@ -190,6 +189,38 @@ def _gather_dataset(X, index_batches, input_shape):
         return fit_to_shape(images, shape), idx
 
     return index_batches.map(lookup, AUTOTUNE)
+
+
+def decoded_in_memory(X, input_shape, max_bytes=IN_GRAPH_MAX_BYTES):
+    """``X`` with image paths decoded once to one float32 array when that fits.
+
+    Training, validation after every epoch and the folds of a cross-validation read the
+    same images many times; decoding them once saves a decode per read.
+
+    Parameters
+    ----------
+    X : ndarray or 1-D array-like of image paths
+        Images; arrays are returned as they are.
+    input_shape : tuple of 3 ints
+        Shape the paths are decoded to.
+    max_bytes : int, default=IN_GRAPH_MAX_BYTES
+        Paths whose decoded images would take more than this stay paths.
+
+    Returns
+    -------
+    ndarray or list of str
+        ``decode_all(paths, input_shape)``, or ``X`` itself (arrays, and paths too many
+        to hold in memory).
+
+    Raises
+    ------
+    ValueError
+        Naming a missing file, or the first file that cannot be decoded.
+    """
+    paths = _as_paths(X)
+    if paths is None or len(paths) * int(np.prod(input_shape)) * 4 > max_bytes:
+        return X if paths is None else paths
+    return decode_all(paths, tuple(input_shape))
 
 
 def decode_all(paths, input_shape, batch_size=256):

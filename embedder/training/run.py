@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 
 from embedder.data.decoding import decode_errors
 from embedder.data.image_pipeline import (
+    decoded_in_memory,
     image_batches,
     offline_triplet_dataset,
     training_dataset,
@@ -263,7 +264,9 @@ def _dataset(X_train, y_train, config, input_shape):
 def _callbacks(encoder, X, y, val_idx, config, input_shape):
     callbacks = []
     if val_idx is not None:
-        val_data = image_batches(_take(X, val_idx), input_shape, batch_size=256)
+        # decoded once: validation reads the same images after every epoch
+        val_X = decoded_in_memory(_take(X, val_idx), input_shape)
+        val_data = image_batches(val_X, input_shape, batch_size=256)
         callbacks.append(RetrievalValidation(encoder, val_data, y[val_idx]))
         callbacks.append(PlateauStop("val_map_at_r", patience=config.patience,
                                      min_delta=config.min_delta))

@@ -123,8 +123,8 @@ def _add_train(sub, parents):
     p.add_argument("--out", required=True, metavar="ENCODER.keras",
                    help="where to save the trained encoder (a .keras file)")
     p.add_argument("--encoder", default=None, metavar="NAME|ENCODER.keras",
-                   help="architecture (seed_cnn, small_cnn, mobilenet_v2, resnet50), or a "
-                   "saved .keras encoder to fine-tune")
+                   help="architecture (seed_cnn, small_cnn, small_resnet, mobilenet_v2, "
+                   "resnet50), or a saved .keras encoder to fine-tune")
     p.add_argument("--workers", metavar="HOST:PORT,...", default=None,
                    help="with --strategy multi_worker: every worker's address, the chief "
                    "first (default: the TF_CONFIG environment variable)")

@@ -157,11 +157,32 @@ def evaluate(args):
     _check_out_folder(args.out)
     X, y = load(args.data)
     embedder, refit = _evaluation_embedder(args, X)
+    if refit == "per_fold" and args.scheduler is None:
+        X = _decoded_once(X, embedder.input_shape)
     with _fold_backend(args.scheduler, args.scheduler_timeout):
         if args.open_set is not None:
             return _open_set_evaluation(embedder, X, y, heads, args)
         _report_and_model(embedder, X, y, refit, _Plan(heads, args.cv, args.seed, args.out,
                                                        args.n_jobs))
+
+
+def _decoded_once(X, shape=None):
+    """Image files decoded once for every fold and the refit, which would each decode
+    them again; left as paths when they do not fit in memory. Workers of a Dask cluster
+    read the files themselves (--scheduler), so they get paths."""
+    from embedder.base import PATHS_DEFAULT_SHAPE
+    from embedder.data.image_pipeline import decoded_in_memory
+
+    if np.asarray(X).ndim != 1:
+        return X
+    shape = tuple(shape or PATHS_DEFAULT_SHAPE)  # what the embedder decodes paths to
+    start = time.perf_counter()
+    decoded = decoded_in_memory(X, shape)
+    if isinstance(decoded, np.ndarray):
+        print(f"decoded {len(decoded)} images to {shape[0]} x {shape[1]} x {shape[2]} once "
+              f"for every fold and the refit ({time.perf_counter() - start:.1f} s)",
+              flush=True)
+    return decoded
 
 
 def _check_out_folder(out):

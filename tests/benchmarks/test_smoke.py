@@ -72,15 +72,32 @@ def _omniglot(folder, rng):
                             Image.fromarray(noisy).save(f, format="PNG")
 
 
+def _flowers(folder, rng):
+    """The five flower folders, 12 JPEGs of 24 px each, every class its own colour."""
+    from PIL import Image
+
+    from benchmarks.photos import FLOWERS
+
+    for label, name in enumerate(FLOWERS):
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 80, (24, 24, 3))
+            pixels[..., label % 3] += 40 * label + 60
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                folder / name / f"{i}.jpg")
+
+
 @pytest.fixture
 def tiny_data(tmp_path, monkeypatch):
-    """Tiny Fashion-MNIST and Omniglot in ``tmp_path``; caches and outputs there too."""
+    """Tiny Fashion-MNIST, Omniglot and flowers in ``tmp_path``; caches and outputs there."""
     import embedder.models.encoders as encoders
 
     rng = np.random.default_rng(0)
     _fashion(tmp_path / "fashion", rng)
     _omniglot(tmp_path / "omniglot", rng)
+    _flowers(tmp_path / "flowers", rng)
     monkeypatch.setattr(datasets, "fashion_mnist_folders", lambda: [str(tmp_path / "fashion")])
+    monkeypatch.setenv("FLOWERS_DIR", str(tmp_path / "flowers"))
     monkeypatch.setenv("OMNIGLOT_DIR", str(tmp_path / "omniglot"))
     monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
     # the profile registers its peer encoder: keep the library's registry as it was
@@ -138,6 +155,8 @@ def test_smoke_run_writes_every_result_and_the_report(tiny_data):
     assert (omniglot["train_characters"], omniglot["eval_characters"]) == (6, 6)
     assert omniglot["eval_alphabets"] == ["Ogham", "Tifinagh"]  # Greek is in both sets
     assert records["input_pipeline"]["result"]["n_images"] == 120
+    photos = records["photos"]["result"]
+    assert set(photos["accuracy"]) == {"knn", "logreg", "svm"} and photos["epochs_run"] == 1
     profile = records["profile_step"]["result"]["configs"][0]
     assert profile["forward_mflops_per_image"] > 0
 
@@ -313,3 +332,25 @@ def test_report_shows_the_end_of_fit_wait(tmp_path):
     assert "| on | 2 | 1 | 32.9 | 854.3 | 1055.0 |" in text
     assert "| off | 1 | 0 | - | 1070.2 | 1070.2 |" in text
     assert "Runs finished 2026-01-01T00:01:00 to 2026-01-01T00:03:00." in text
+
+
+def test_report_shows_the_photo_recipes_best_first_and_the_hand_recorded_text(tmp_path):
+    def row(encoder, knn, finished):
+        return {"params": {"input_shape": "(64, 64, 3)", "encoder": encoder,
+                           "augment": "photo", "loss": "batch_all", "epochs": 40},
+                "train_seconds": 321.5, "own_cores": 1.8, "foreign_cores": 0.1,
+                "epochs_run": 30, "stop_reason": "plateau", "collapsed": False,
+                "accuracy": {"knn": knn, "logreg": 0.5, "svm": 0.5}, "best": knn,
+                "finished": finished}
+
+    rows = [row("seed_cnn", 0.61, "2026-01-01T00:01:00"),
+            row("small_resnet", 0.7512, "2026-01-01T00:02:00")]
+    (tmp_path / "photos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "hand_recorded.md").write_text("## By hand\n\nmake demo: 39.3 s\n")
+    (tmp_path / "peer.json").write_text(json.dumps(_record("peer", "quick", "unavailable")))
+    text = report.write_report(tmp_path, tmp_path / "B.md").read_text()
+    assert "## Photo recipes tried (flowers 80/20)" in text
+    first = ("| small_resnet | 64 | photo | batch_all | default x default | 30 (plateau) | "
+             "321.5 | 1.8 / 0.1 | 0.7512 | 0.5000 | 0.5000 | 2026-01-01T00:02:00 |")
+    assert first in text and text.index(first) < text.index("| seed_cnn | 64 |")
+    assert text.rstrip().endswith("## By hand\n\nmake demo: 39.3 s")

@@ -12,6 +12,8 @@ from embedder.data import datasets as data
 from embedder.data.datasets import load_dataset
 from embedder.data.decoding import decode_errors, read_image
 from embedder.data.image_pipeline import (
+    decode_all,
+    decoded_in_memory,
     image_batches,
     iterate_batches,
     offline_triplet_dataset,
@@ -235,6 +237,21 @@ def test_empty_image_file_is_our_error(tmp_path):
         read_image(path, (8, 8, 1))
     with pytest.raises(ValueError, match=r"cannot read image file '.*empty\.pgm'"):
         _all(image_batches([str(path)], (8, 8, 1)))
+
+
+def test_decoded_in_memory_decodes_paths_once_when_they_fit(shapes_folder):
+    _, X, _, paths = shapes_folder
+    decoded = decoded_in_memory(paths, (12, 12, 3))
+    assert isinstance(decoded, np.ndarray) and decoded.shape == (20, 12, 12, 3)
+    np.testing.assert_array_equal(decoded, decode_all([str(p) for p in paths], (12, 12, 3)))
+    np.testing.assert_array_equal(decoded, _all(image_batches(paths, (12, 12, 3))))
+    assert decoded_in_memory(X, (12, 12, 3)) is X  # arrays: as they are
+    # 20 images of 12 x 12 x 3 float32 take 34,560 bytes: one byte less keeps the paths
+    kept = decoded_in_memory(paths, (12, 12, 3), max_bytes=20 * 12 * 12 * 3 * 4 - 1)
+    assert kept == [str(p) for p in paths]
+    assert isinstance(decoded_in_memory(paths, (12, 12, 3), max_bytes=34_560), np.ndarray)
+    with pytest.raises(ValueError, match="missing.png"):
+        decoded_in_memory([str(paths[0]), "missing.png"], (12, 12, 3))
 
 
 def test_check_images():

@@ -33,7 +33,7 @@ def _images(n, shape, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, *shape)).astype(np.float32)
 
 
-BUILT_IN = ["mobilenet_v2", "resnet50", "seed_cnn", "small_cnn"]
+BUILT_IN = ["mobilenet_v2", "resnet50", "seed_cnn", "small_cnn", "small_resnet"]
 
 
 def test_registry_lists_the_built_in_encoders_sorted():
@@ -44,7 +44,7 @@ def test_registry_lists_the_built_in_encoders_sorted():
     assert "tiny_test" not in names
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "small_cnn"])
+@pytest.mark.parametrize("name", ["seed_cnn", "small_cnn", "small_resnet"])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (112, 112, 3), (20, 12, 4)])
 def test_cnn_encoders_give_unit_norm_float32_rows(name, shape):
     model = build_encoder(name, input_shape=shape, embedding_dim=16)
@@ -113,6 +113,19 @@ def test_application_backbone_loads_local_weights_file(tmp_path):
     again = build_encoder("mobilenet_v2", input_shape=(8, 8, 3), embedding_dim=4, weights=path)
     for a, b in zip(_backbone(model).weights, _backbone(again).weights, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_small_resnet_is_four_residual_stages():
+    model = build_encoder("small_resnet", input_shape=(64, 64, 3), embedding_dim=128)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert [a.name for a in adds] == [f"stage{i}_add" for i in range(1, 5)]
+    # 64 px: the stem pooling and three strided stages leave a 4 x 4 map of 256 channels
+    assert tuple(model.get_layer("stage4_relu2").output.shape) == (None, 4, 4, 256)
+    # stage 1 keeps its width (identity shortcut); the others change it (1 x 1 projection)
+    names = {layer.name for layer in model.layers}
+    assert "stage1_short_conv" not in names
+    assert {f"stage{i}_short_conv" for i in (2, 3, 4)} <= names
+    assert model.count_params() == 1_262_176
 
 
 def test_seed_cnn_has_the_users_layer_structure():

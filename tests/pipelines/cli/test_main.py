@@ -105,6 +105,8 @@ def test_evaluate_per_fold_writes_report_and_model(evaluated):
                  "training_curves.png", "model.joblib"):
         assert (out / name).stat().st_size > 0
     assert "best head:" in stdout and "[fold 2/2]" in stdout
+    # the files are decoded once, not once per fold and again for the refit
+    assert "decoded 40 images to 16 x 16 x 3 once for every fold and the refit" in stdout
     assert "warning" not in err
     # the refit trains for the epochs the folds kept, on all images, and the report says so
     kept = sorted(f["validation"]["epoch_kept"] for f in report["folds"])
