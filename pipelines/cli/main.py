@@ -281,8 +281,6 @@ def _add_config_options(group) -> None:
                                help=text)
             continue
         choices = [c for c in field_choices(field) or () if c is not None] or None
-        if field.name == "strategy":  # accepted here so that the reason is told, not argparse's
-            choices = [*choices, "multi_worker"]
         group.add_argument(flag, type={"int": int, "float": float}.get(kind, str),
                            choices=choices, metavar=field.metadata.get("metavar"), help=text)
 

@@ -383,6 +383,12 @@ def test_augment_option_takes_a_preset_or_acts_as_a_flag(given, expected):
     assert type(args.augment) is type(expected)
 
 
+def test_strategy_choices_are_listed_once():
+    # a leftover of the time multi_worker was refused with a reason listed it twice
+    help_text = _sub_parsers()["train"].format_help()
+    assert "--strategy {mirrored,multi_worker}" in help_text
+
+
 def test_augment_option_rejects_an_unknown_preset(capsys):
     with pytest.raises(SystemExit) as info:
         _sub_parsers()["evaluate"].parse_args(["data", "--out", "r", "--augment", "flowers"])
