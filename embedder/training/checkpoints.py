@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from embedder.checks import summary
+from embedder.checks import MESSAGE_LIMIT, summary
 
 MANIFEST = "run.json"
 HISTORY = "history.json"
@@ -168,9 +168,12 @@ def _unreadable(exc) -> str:
 
 
 def _damaged(backup_dir, name, problem) -> ValueError:
-    return ValueError(
-        f"checkpoint_dir {os.fspath(backup_dir)!r} cannot be resumed: its {name} is damaged "
-        f"({summary(problem, 110)}); delete the folder to train from the first epoch")
+    head = (f"checkpoint_dir {os.fspath(backup_dir)!r} cannot be resumed: its {name} is "
+            "damaged (")
+    tail = "); delete the folder to train from the first epoch"
+    # the folder's name is kept whole; the parser's or HDF5's text gets what room is left
+    room = max(40, MESSAGE_LIMIT - len(head) - len(tail))
+    return ValueError(head + summary(problem, room) + tail)
 
 
 class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):

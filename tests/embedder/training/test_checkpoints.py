@@ -29,3 +29,17 @@ def test_resume_epoch_refuses_damaged_metadata_naming_the_folder(tmp_path, text,
     assert str(info.value) == (
         f"checkpoint_dir {str(tmp_path)!r} cannot be resumed: its training_metadata.json is "
         f"damaged ({problem}); delete the folder to train from the first epoch")
+
+
+def test_damaged_backup_message_fits_the_limit_whatever_the_folder(tmp_path):
+    from embedder.training.checkpoints import WEIGHTS, _damaged
+
+    # HDF5's text is cut to the room the folder's name leaves (at least 40 characters)
+    problem = "Unable to synchronously open file (truncated file: eof = 8172) " * 20
+    short = str(_damaged(tmp_path / "ck", WEIGHTS, problem))
+    assert len(short) == 300 and repr(str(tmp_path / "ck")) in short
+    assert short.endswith(" more characters)); delete the folder to train from the first epoch")
+    deep = tmp_path / ("deep" * 60) / "ck"
+    long = str(_damaged(deep, WEIGHTS, problem))
+    assert repr(str(deep)) in long  # named whole, even past the limit
+    assert len(long.split("is damaged (", 1)[1].rsplit("); delete", 1)[0]) == 40
