@@ -157,31 +157,30 @@ def evaluate(args):
     _check_out_folder(args.out)
     X, y = load(args.data)
     embedder, refit = _evaluation_embedder(args, X)
+    folds_X = X
     if refit == "per_fold" and args.scheduler is None:
-        X = _decoded_once(X, embedder.input_shape)
+        folds_X = _decoded_once(X, embedder.input_shape)
     with _fold_backend(args.scheduler, args.scheduler_timeout):
         if args.open_set is not None:
-            return _open_set_evaluation(embedder, X, y, heads, args)
-        _report_and_model(embedder, X, y, refit, _Plan(heads, args.cv, args.seed, args.out,
-                                                       args.n_jobs))
+            return _open_set_evaluation(embedder, folds_X, y, heads, args)
+        _report_and_model(embedder, folds_X, y, refit, _Plan(heads, args.cv, args.seed,
+                                                             args.out, args.n_jobs),
+                          refit_X=X)
 
 
 def _decoded_once(X, shape=None):
-    """Image files decoded once for every fold and the refit, which would each decode
-    them again; left as paths when they do not fit in memory. Workers of a Dask cluster
-    read the files themselves (--scheduler), so they get paths."""
+    """Image files decoded once for every fold, which would each decode them again; left
+    as paths when they do not fit in memory. Workers of a Dask cluster read the files
+    themselves (--scheduler), so they get paths."""
     from embedder.base import PATHS_DEFAULT_SHAPE
     from embedder.data.image_pipeline import decoded_in_memory
 
-    if np.asarray(X).ndim != 1:
-        return X
     shape = tuple(shape or PATHS_DEFAULT_SHAPE)  # what the embedder decodes paths to
     start = time.perf_counter()
     decoded = decoded_in_memory(X, shape)
-    if isinstance(decoded, np.ndarray):
+    if decoded is not X and isinstance(decoded, np.ndarray):  # not arrays, not kept paths
         print(f"decoded {len(decoded)} images to {shape[0]} x {shape[1]} x {shape[2]} once "
-              f"for every fold and the refit ({time.perf_counter() - start:.1f} s)",
-              flush=True)
+              f"for every fold ({time.perf_counter() - start:.1f} s)", flush=True)
     return decoded
 
 
@@ -249,8 +248,13 @@ class _Plan:
     n_jobs: int | None = None
 
 
-def _report_and_model(embedder, X, y, refit, plan):
-    """Cross-validate, save the report, refit the best head's pipeline on all data."""
+def _report_and_model(embedder, X, y, refit, plan, *, refit_X=None):
+    """Cross-validate, save the report, refit the best head's pipeline on all data.
+
+    ``refit_X`` (default ``X``) is what the saved model is fitted on: the files when the
+    folds got them decoded, so the model records the files' fingerprints and one path
+    column as its input, as a model fitted on the folder does.
+    """
     from sklearn.base import clone
 
     from classifiers import make_head
@@ -282,7 +286,7 @@ def _report_and_model(embedder, X, y, refit, plan):
         final.set_params(**{f"embed__{k}": v for k, v in refit_with["params"].items()})
         what += f" for {refit_with['epochs']} epochs (the folds' choice, no validation split)"
     print(what, flush=True)
-    final.fit(X, y)
+    final.fit(X if refit_X is None else refit_X, y)
     model_path = str(Path(plan.out) / "model.joblib")
     save_pipeline(final, model_path)
     print()

@@ -105,8 +105,17 @@ def test_evaluate_per_fold_writes_report_and_model(evaluated):
                  "training_curves.png", "model.joblib"):
         assert (out / name).stat().st_size > 0
     assert "best head:" in stdout and "[fold 2/2]" in stdout
-    # the files are decoded once, not once per fold and again for the refit
-    assert "decoded 40 images to 16 x 16 x 3 once for every fold and the refit" in stdout
+    # the files are decoded once for all folds, not once per fold
+    assert "decoded 40 images to 16 x 16 x 3 once for every fold" in stdout
+    # the refit reads the files: the saved model records their fingerprints (which a later
+    # leakage check on the folder compares with) and takes one path column
+    from embedder.data.fingerprints import image_fingerprints
+    from pipelines import load_pipeline
+
+    embed = load_pipeline(out / "model.joblib", trusted=True).named_steps["embed"]
+    files = sorted(str(p) for p in (out.parent / "images").rglob("*.png"))
+    assert sorted(embed.training_fingerprints_) == sorted(image_fingerprints(files))
+    assert embed.n_features_in_ == 1
     assert "warning" not in err
     # the refit trains for the epochs the folds kept, on all images, and the report says so
     kept = sorted(f["validation"]["epoch_kept"] for f in report["folds"])
