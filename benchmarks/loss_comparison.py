@@ -2,33 +2,48 @@
 
 Each variant (a loss of :data:`embedder.losses.LOSSES` at its registered defaults, plus
 ``+xbm`` variants of pair losses with ``memory_size``) is trained with the same recipe
-(``TripletEmbedder`` defaults, the same encoder, P x K sampler and epochs) and several
-seeds on:
+(``TripletEmbedder`` defaults, the same encoder per data set, P x K sampler and epochs,
+no validation split) and several seeds on three tasks:
 
-- Fashion-MNIST, the hard five classes (a stratified subsample of the train split in the
-  reduced modes), scored by kNN and logistic regression on the test split;
-- Omniglot, unseen-character retrieval (P@1, MAP@R), as in :mod:`benchmarks.retrieval`.
+- Omniglot, unseen-character retrieval (P@1, MAP@R) at ``omniglot.size`` px, as in
+  :mod:`benchmarks.retrieval`;
+- Fashion-MNIST, the hard five classes (a stratified subsample of the train split),
+  scored by kNN and logistic regression on the test split;
+- the flowers photos (5 classes, stratified 80/20 split, seed 0, as in
+  :mod:`benchmarks.photos`) at ``flowers.size`` px with the default encoder, scored the
+  same way.
 
 Each score is the mean over the seeds, with its standard deviation beside it
-(``<score>_std``); the winner is ranked by the mean and reported with its lead and the
-seeds' spread. An offline-triplet epoch runs as many steps as an in-batch epoch but
-forwards three images per triplet: its training time is reported beside the scores. The
-reduced modes skip the validation split (and so early stopping), whose per-fit set-up
-would dominate their short runs. ``options["losses"]`` restricts the variants and
-``options["seeds"]`` the number of seeds (a smaller run states so in its record).
+(``<score>_std``); the variants are ordered by Omniglot MAP@R and each task's winner is
+reported with its lead and the seeds' spread, so a default changes only where the lead
+is larger than the spread. Training time is the mean per fit on each task. An
+offline-triplet epoch runs as many steps as an in-batch epoch but forwards three images
+per triplet. ``options["losses"]`` restricts the variants and ``options["seeds"]`` the
+number of seeds (a smaller run states so in its record).
+
+The full protocol takes about an hour on 2 cores, so each finished variant is appended
+to ``results/loss_comparison_runs.jsonl`` with the settings it ran under; a later full
+run with the same settings and code reuses those lines (``options["resume"]``) instead
+of training them again, and says which it reused.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import numpy as np
 
-from benchmarks import classification, retrieval
-from benchmarks.common import embedder_params
+from benchmarks import classification, photos, retrieval
+from benchmarks.common import DataUnavailable, embedder_params, machine_info
 from benchmarks.datasets import HARD_FIVE
 
 #: Pair losses that also run with a cross-batch memory of this many rows (``+xbm``).
 MEMORY_LOSSES = ("batch_hard", "multi_similarity", "supervised_contrastive")
 MEMORY_SIZE = 1024
+PROGRESS = Path(__file__).parent / "results" / "loss_comparison_runs.jsonl"
+TASKS = ("omniglot", "fashion", "flowers")
 
 
 def variants():
@@ -41,17 +56,23 @@ def variants():
 
 
 SETTINGS = {
-    "smoke": {"fashion": {"train_n": 160, "test_n": 100, "epochs": 1}, "validation": 0.0,
-              "omniglot": {"max_classes": 12, "epochs": 1}, "seeds": 1,
+    "smoke": {"omniglot": {"max_classes": 12, "size": 28, "epochs": 1},
+              "fashion": {"train_n": 160, "test_n": 100, "epochs": 1},
+              "flowers": {"per_class": 12, "size": 32, "epochs": 1}, "seeds": 1,
               "losses": ("batch_all", "triplet", "arcface", "multi_similarity+xbm")},
-    "quick": {"fashion": {"train_n": 1000, "test_n": 1000, "epochs": 2}, "validation": 0.0,
-              "omniglot": {"max_classes": None, "epochs": 2}, "seeds": 3, "losses": None},
-    "full": {"fashion": {"train_n": 10000, "test_n": None, "epochs": 5},
-             "omniglot": {"max_classes": None, "epochs": 20}, "seeds": 3, "losses": None},
+    "quick": {"omniglot": {"max_classes": None, "size": 28, "epochs": 2},
+              "fashion": {"train_n": 1000, "test_n": 1000, "epochs": 2},
+              "flowers": {"per_class": 120, "size": 48, "epochs": 2}, "seeds": 3,
+              "losses": None},
+    "full": {"omniglot": {"max_classes": None, "size": 56, "epochs": 6},
+             "fashion": {"train_n": 4000, "test_n": None, "epochs": 5},
+             "flowers": {"per_class": None, "size": 64, "epochs": 5}, "seeds": 3,
+             "losses": None},
 }
-FASHION_KEYS = ("knn_accuracy", "logreg_accuracy", "best_accuracy", "macro_f1_best",
-                "train_seconds", "epochs_run")
+HEAD_KEYS = ("knn_accuracy", "logreg_accuracy", "best_accuracy", "macro_f1_best",
+             "train_seconds", "epochs_run")
 OMNIGLOT_KEYS = ("precision_at_1", "r_precision", "map_at_r", "train_seconds", "epochs_run")
+RANKING = {"omniglot": "map_at_r", "fashion": "best_accuracy", "flowers": "best_accuracy"}
 
 
 def _winner(rows, key):
@@ -75,7 +96,8 @@ def summarise(runs, keys):
     return out
 
 
-def _fashion_run(data, params):
+def _head_run(data, params):
+    """Train on ``data`` (train/test split); kNN and logistic-regression test scores."""
     X_train, y_train, X_test, y_test = data
     Z_train, Z_test, facts = classification.train_and_embed(X_train, y_train, X_test, params)
     heads = classification.score_heads(Z_train, y_train, Z_test, y_test, ("knn", "logreg"),
@@ -84,6 +106,62 @@ def _fashion_run(data, params):
             "logreg_accuracy": heads["logreg"]["accuracy"],
             "best_accuracy": max(heads["knn"]["accuracy"], heads["logreg"]["accuracy"]),
             "macro_f1_best": max(h["macro_f1"] for h in heads.values()), **facts}
+
+
+def _load(s):
+    """``{task: (data, shape, facts)}``; flowers only where its photos can be read."""
+    o, f, p = s["omniglot"], s["fashion"], s["flowers"]
+    shape = (o["size"], o["size"], 1)
+    *omni, omni_facts = retrieval.load(o["max_classes"], shape)
+    tasks = {"omniglot": (tuple(omni), shape, omni_facts)}
+    fashion = classification.load_task(list(HARD_FIVE), f["train_n"], f["test_n"])
+    tasks["fashion"] = (fashion, (28, 28, 1), {"n_train": int(len(fashion[1])),
+                                               "n_test": int(len(fashion[3]))})
+    try:
+        flowers = photos.load_split(p["size"], p["per_class"])
+    except DataUnavailable as exc:
+        tasks["flowers"] = (None, None, {"unavailable": str(exc)})
+    else:
+        tasks["flowers"] = (flowers, (p["size"], p["size"], 3),
+                            {"n_train": int(len(flowers[1])), "n_test": int(len(flowers[3]))})
+    return tasks
+
+
+def _variant(tasks, s, loss, memory_size, n_seeds, options):
+    """``{task: summary over seeds}`` of one variant on every available task."""
+    out = {}
+    for task, (data, shape, _facts) in tasks.items():
+        if data is None:
+            continue
+        runs = []
+        for seed in range(n_seeds):
+            # small_cnn on the grey tasks (the protocol's encoder); the default encoder
+            # (the user's seed_cnn) on the photos
+            params = embedder_params(
+                encoder="small_cnn" if shape[-1] == 1 else None, input_shape=shape,
+                random_state=seed, loss=loss, memory_size=memory_size,
+                epochs=s[task]["epochs"], learning_rate=options.get("learning_rate"),
+                validation_fraction=0.0, verbose=options.get("verbose"))
+            runs.append(retrieval.train_and_score(*data, params) if task == "omniglot"
+                        else _head_run(data, params))
+        out[task] = summarise(runs, OMNIGLOT_KEYS if task == "omniglot" else HEAD_KEYS)
+    return out
+
+
+def _key(mode, s, name, n_seeds):
+    """What a saved variant must match to be reused: settings, variant, seeds, code."""
+    return {"mode": mode, "settings": {t: s[t] for t in TASKS}, "variant": name,
+            "seeds": n_seeds, "git_commit": machine_info()["git_commit"]}
+
+
+def _saved(key):
+    if not PROGRESS.exists():
+        return None
+    for line in PROGRESS.read_text().splitlines():
+        record = json.loads(line)
+        if {k: record.get(k) for k in key} == key:
+            return record["results"]
+    return None
 
 
 def _chosen(mode, options):
@@ -100,36 +178,31 @@ def run(mode, options=None):
     options = options or {}
     s = SETTINGS[mode]
     chosen, n_seeds = _chosen(mode, options)
-    fashion_cfg, omni_cfg = s["fashion"], s["omniglot"]
-    fashion_data = classification.load_task(list(HARD_FIVE), fashion_cfg["train_n"],
-                                            fashion_cfg["test_n"])
-    O_train, o_train, O_eval, o_eval, omni_facts = retrieval.load(omni_cfg["max_classes"])
-    fashion, omni = {}, {}
+    tasks = _load(s)
+    results, reused = {task: {} for task in TASKS}, []
     for name, (loss, memory_size) in chosen.items():
-        fashion_runs, omni_runs = [], []
-        for seed in range(n_seeds):
-            common = {"encoder": "small_cnn", "input_shape": (28, 28, 1), "random_state": seed,
-                      "loss": loss, "memory_size": memory_size,
-                      "learning_rate": options.get("learning_rate"),
-                      "validation_fraction": s.get("validation"),
-                      "verbose": options.get("verbose")}
-            params = embedder_params(**common, epochs=fashion_cfg["epochs"])
-            fashion_runs.append(_fashion_run(fashion_data, params))
-            params = embedder_params(**common, epochs=omni_cfg["epochs"])
-            omni_runs.append(retrieval.train_and_score(O_train, o_train, O_eval, o_eval,
-                                                       params))
-        fashion[name] = summarise(fashion_runs, FASHION_KEYS)
-        omni[name] = summarise(omni_runs, OMNIGLOT_KEYS)
-    ordered = dict(sorted(omni.items(), key=lambda item: -item[1]["map_at_r"]))
+        key = _key(mode, s, name, n_seeds)
+        summary = _saved(key) if options.get("resume") else None
+        if summary is None:
+            started = time.perf_counter()
+            summary = _variant(tasks, s, loss, memory_size, n_seeds, options)
+            if mode == "full":  # an append-only log, one line per finished variant
+                PROGRESS.parent.mkdir(parents=True, exist_ok=True)
+                with open(PROGRESS, "a") as f:
+                    f.write(json.dumps({**key, "results": summary, "wall": round(
+                        time.perf_counter() - started, 1)}) + "\n")
+        else:
+            reused.append(name)
+        for task, row in summary.items():
+            results[task][name] = row
+    order = sorted(results["omniglot"], key=lambda n: -results["omniglot"][n]["map_at_r"])
     return {
-        "fashion_mnist_hard_5": {"n_train": int(len(fashion_data[1])),
-                                 "n_test": int(len(fashion_data[3])),
-                                 "epochs": fashion_cfg["epochs"], "results": fashion,
-                                 "winner": _winner(fashion, "best_accuracy")},
-        "omniglot_unseen": {**omni_facts, "epochs": omni_cfg["epochs"], "results": ordered,
-                            "winner": _winner(omni, "map_at_r")},
-        "seeds": n_seeds, "memory_size": MEMORY_SIZE,
+        "tasks": {task: {**tasks[task][2], **s[task], "results": {
+            n: results[task][n] for n in order if n in results[task]},
+            **({"winner": _winner(results[task], RANKING[task])} if results[task] else {})}
+            for task in TASKS},
+        "order": order, "seeds": n_seeds, "memory_size": MEMORY_SIZE, "reused": reused,
         "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in embedder_params(
-            validation_fraction=s.get("validation")).items() if k not in ("loss", "margin")},
+            validation_fraction=0.0).items() if k not in ("loss", "margin", "input_shape")},
         "targets": [],
     }

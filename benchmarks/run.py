@@ -131,6 +131,13 @@ def parse_args(argv=None):
     p.add_argument("--peer-log", type=Path, default=None,
                    help="peer: report the runs logged in this file (by an interrupted peer "
                    "benchmark) instead of running it")
+    comparison = p.add_argument_group("loss_comparison")
+    comparison.add_argument("--losses", default=None,
+                            help="comma-separated variants (default: every loss, +xbm ones)")
+    comparison.add_argument("--seeds", type=int, default=None, help="seeds per variant")
+    comparison.add_argument("--resume", action="store_true",
+                            help="reuse variants a full run with the same settings and commit "
+                            "logged in results/loss_comparison_runs.jsonl")
     p.add_argument("--verbose", type=int, default=None,
                    help="training progress: 0 none, 2 one line per epoch (default: 2 in full)")
     args = p.parse_args(argv)
@@ -152,7 +159,8 @@ def main(argv=None):
     verbose = args.verbose if args.verbose is not None else (2 if args.mode == "full" else None)
     options = {"loss": args.loss, "epochs": args.epochs, "learning_rate": args.learning_rate,
                "margin": args.margin, "svm_max_train": args.svm_max_train, "verbose": verbose,
-               "peer_log": args.peer_log}
+               "peer_log": args.peer_log, "seeds": args.seeds, "resume": args.resume,
+               "losses": args.losses.split(",") if args.losses else None}
     failed, start = [], time.perf_counter()
     # One BLAS thread for the scikit-learn parts: once TensorFlow has trained in a process,
     # a 2-thread OpenBLAS logistic-regression fit ran 13x slower than a 1-thread one on

@@ -159,8 +159,15 @@ def test_smoke_run_writes_every_result_and_the_report(tiny_data):
     assert set(photos["accuracy"]) == {"knn", "logreg", "svm"} and photos["epochs_run"] == 1
     profile = records["profile_step"]["result"]["configs"][0]
     assert profile["forward_mflops_per_image"] > 0
+    comparison = records["loss_comparison"]["result"]
+    smoke_variants = {"batch_all", "triplet", "arcface", "multi_similarity+xbm"}
+    assert set(comparison["order"]) == smoke_variants
+    for task in ("omniglot", "fashion", "flowers"):
+        assert set(comparison["tasks"][task]["results"]) == smoke_variants, task
+    assert comparison["tasks"]["flowers"]["n_test"] == 12  # 20 % of 5 x 12 photos
 
     text = out.read_text()
+    assert "| `multi_similarity+xbm` |" in text and "Ordered by Omniglot MAP@R" in text
     for name in SMOKE:
         assert f"## {run.BENCHMARKS[name][1]}" in text
     # one summary row per target, each with its smoke-mode status
@@ -354,3 +361,30 @@ def test_report_shows_the_photo_recipes_best_first_and_the_hand_recorded_text(tm
              "321.5 | 1.8 / 0.1 | 0.7512 | 0.5000 | 0.5000 | 2026-01-01T00:02:00 |")
     assert first in text and text.index(first) < text.index("| seed_cnn | 64 |")
     assert text.rstrip().endswith("## By hand\n\nmake demo: 39.3 s")
+
+
+def test_loss_comparison_resume_reuses_only_matching_logged_variants(tiny_data, monkeypatch):
+    from benchmarks import loss_comparison
+
+    monkeypatch.setattr(loss_comparison, "PROGRESS", tiny_data / "runs.jsonl")
+    monkeypatch.setitem(loss_comparison.SETTINGS, "full", loss_comparison.SETTINGS["smoke"])
+    trained = []
+
+    def fake_variant(tasks, s, loss, memory_size, n_seeds, options):
+        trained.append(loss)
+        row = {"map_at_r": 0.5 if loss == "batch_all" else 0.25, "map_at_r_std": 0.0,
+               "best_accuracy": 0.5, "best_accuracy_std": 0.0, "collapsed": False}
+        return {task: dict(row) for task in tasks}
+
+    monkeypatch.setattr(loss_comparison, "_variant", fake_variant)
+    options = {"losses": ["batch_all", "triplet"], "resume": True}
+    first = loss_comparison.run("full", options)
+    assert trained == ["batch_all", "triplet"] and first["reused"] == []
+    assert len((tiny_data / "runs.jsonl").read_text().splitlines()) == 2
+
+    second = loss_comparison.run("full", {**options, "seeds": 2})  # other seeds: retrain
+    assert trained[2:] == ["batch_all", "triplet"] and second["reused"] == []
+    third = loss_comparison.run("full", options)
+    assert trained[4:] == [] and third["reused"] == ["batch_all", "triplet"]
+    assert third["order"] == ["batch_all", "triplet"]
+    assert third["tasks"]["omniglot"]["winner"]["margin"] == 0.25
