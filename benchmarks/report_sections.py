@@ -215,9 +215,10 @@ def loss_comparison(res):
         rows.append([f"`{name}`", _pm(row["omniglot"], "map_at_r"),
                      _pm(row["omniglot"], "precision_at_1"),
                      _pm(row["fashion"], "best_accuracy"), _pm(row["flowers"], "best_accuracy"),
-                     seconds, any(r["collapsed"] for r in row.values() if r)])
+                     seconds, ", ".join(t for t, r in row.items() if r and r["collapsed"])
+                     or "no"])
     lines += _table(["variant", "Omniglot MAP@R", "Omniglot P@1", "F-MNIST hard-5 best head",
-                     "flowers best head", "train s", "collapsed"], rows)
+                     "flowers best head", "train s", "collapsed (any seed)"], rows)
     lines.append("")
     for task, label in (("omniglot", "Omniglot"), ("fashion", "Fashion-MNIST hard five"),
                         ("flowers", "flowers")):
