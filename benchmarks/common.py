@@ -222,6 +222,11 @@ def batch_runner(model, x, y):
     return run
 
 
+def augment_option(value):
+    """A script's ``--augment`` value for ``TripletEmbedder``: true/false, else a preset."""
+    return {"false": False, "true": True}.get(str(value).lower(), value)
+
+
 def embedder_params(**overrides):
     """``TripletEmbedder``'s defaults now, with ``overrides`` (``None`` values ignored)."""
     from embedder import TripletEmbedder

@@ -148,10 +148,10 @@ def _variant(tasks, s, loss, memory_size, n_seeds, options):
     return out
 
 
-def _key(mode, s, name, n_seeds):
+def _key(mode, s, name, n_seeds, commit):
     """What a saved variant must match to be reused: settings, variant, seeds, code."""
     return {"mode": mode, "settings": {t: s[t] for t in TASKS}, "variant": name,
-            "seeds": n_seeds, "git_commit": machine_info()["git_commit"]}
+            "seeds": n_seeds, "git_commit": commit}
 
 
 def _saved(key):
@@ -180,8 +180,9 @@ def run(mode, options=None):
     chosen, n_seeds = _chosen(mode, options)
     tasks = _load(s)
     results, reused = {task: {} for task in TASKS}, []
+    commit = machine_info()["git_commit"]
     for name, (loss, memory_size) in chosen.items():
-        key = _key(mode, s, name, n_seeds)
+        key = _key(mode, s, name, n_seeds, commit)
         summary = _saved(key) if options.get("resume") else None
         if summary is None:
             started = time.perf_counter()

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DataUnavailable, Stopwatch, machine_info, target
+from benchmarks.common import (
+    DataUnavailable,
+    Stopwatch,
+    augment_option,
+    machine_info,
+    target,
+)
 
 FLOWERS = ("daisy", "dandelion", "rose", "sunflower", "tulip")
 TEST_FRACTION = 0.2
@@ -101,7 +107,7 @@ def experiment(args):
     """One recipe (the command line's), one JSON line in ``results/photos.jsonl``."""
     X_train, y_train, X_test, y_test = load_split(args.image_size)
     params = {"input_shape": (args.image_size, args.image_size, 3), "encoder": args.encoder,
-              "loss": args.loss, "augment": _augment(args.augment), "epochs": args.epochs,
+              "loss": args.loss, "augment": augment_option(args.augment), "epochs": args.epochs,
               "random_state": args.seed, "verbose": 2}
     for name in ("classes_per_batch", "samples_per_class", "learning_rate", "patience",
                  "validation_fraction", "embedding_dim", "margin", "memory_size"):
@@ -120,10 +126,6 @@ def experiment(args):
     with open(RESULTS, "a") as f:  # an append-only log, one line per finished run
         f.write(json.dumps(record) + "\n")
     print(json.dumps(record))
-
-
-def _augment(value):
-    return {"false": False, "true": True}.get(str(value).lower(), value)
 
 
 def run(mode, options=None):

@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import augment_option  # noqa: E402
 from classifiers import make_head  # noqa: E402
 from embedder import TripletEmbedder  # noqa: E402
 from embedder.data.datasets import load_fashion_mnist  # noqa: E402
@@ -41,10 +42,6 @@ def _subset(X, y, classes):
     return X[keep], y[keep]
 
 
-def _augment(value):
-    return {"true": True, "false": False}.get(str(value).lower(), value)
-
-
 def _omniglot(args):
     """Train on the background characters; retrieval scores over the unseen ones."""
     from benchmarks.retrieval import load, scores
@@ -52,13 +49,17 @@ def _omniglot(args):
     size = args.image_size or 28
     X_train, y_train, X_eval, y_eval, _ = load(None, (size, size, 1))
     est = _estimator(args, (size, size, 1))
+    facts = _fit(est, X_train, y_train)
+    return {**facts, "unseen_retrieval": scores(est.transform(X_eval), y_eval)}
+
+
+def _fit(est, X, y):
+    """Fit ``est``; its training seconds, epochs, collapse flag and last loss."""
     t0 = time.perf_counter()
-    est.fit(X_train, y_train)
-    train_s = time.perf_counter() - t0
-    return {"train_seconds": round(train_s, 1),
+    est.fit(X, y)
+    return {"train_seconds": round(time.perf_counter() - t0, 1),
             "epochs_run": len(est.history_.get("loss", [])), "collapsed": est.collapsed_,
-            "final_loss": est.history_["loss"][-1],
-            "unseen_retrieval": scores(est.transform(X_eval), y_eval)}
+            "final_loss": est.history_["loss"][-1]}
 
 
 def _estimator(args, input_shape):
@@ -71,7 +72,7 @@ def _estimator(args, input_shape):
         loss=args.loss, margin=args.margin, samples_per_class=args.samples_per_class,
         classes_per_batch=args.classes_per_batch, epochs=args.epochs,
         learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
-        augment=_augment(args.augment), warmup_epochs=0 if args.no_warmup else 1,
+        augment=augment_option(args.augment), warmup_epochs=0 if args.no_warmup else 1,
         precision=args.precision, memory_size=args.memory_size, random_state=args.seed,
         verbose=2,
     )
@@ -84,16 +85,8 @@ def _fashion(args):
     if args.train_size:
         X_train, y_train = X_train[: args.train_size], y_train[: args.train_size]
     est = _estimator(args, (28, 28, 1))
-    t0 = time.perf_counter()
-    est.fit(X_train, y_train)
-    train_s = time.perf_counter() - t0
+    result = _fit(est, X_train, y_train)
     Z_train, Z_test = est.transform(X_train), est.transform(X_test)
-    result = {
-        "train_seconds": round(train_s, 1),
-        "epochs_run": len(est.history_.get("loss", [])),
-        "collapsed": est.collapsed_,
-        "final_loss": est.history_["loss"][-1],
-    }
     for name in ("knn", "logreg"):
         head = make_head(name).fit(Z_train, y_train)
         result[f"{name}_accuracy"] = float(head.score(Z_test, y_test))
